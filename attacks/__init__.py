@@ -1,0 +1,1 @@
+"""In-tree attacks; importing this package registers them."""

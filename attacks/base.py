@@ -1,0 +1,55 @@
+"""Attack contract (torchattacks-style: one class per file, one main method).
+
+``run(oracle, query_data, budget, ctx) -> StolenModel``: the attack sees a BlackBox oracle and its
+own query data, never the victim. ``ctx.substitute`` is the architecture family the attacker
+builds substitutes from (the victim's family by default, as in the paper's Table 1; any family
+with ``--substitute-arch``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from benchmark.data import Split
+from benchmark.errors import ConfigError
+from benchmark.oracle import BlackBox
+from victims.base import MultiExitNet
+from victims.spec import VictimSpec
+
+
+@dataclass(frozen=True)
+class AttackContext:
+    seed: int = 0
+    device: str = "cpu"
+    substitute: VictimSpec | None = None
+    progress: bool = True
+
+
+@dataclass
+class StolenModel:
+    """What an attack returns: a multi-exit substitute with its thresholds (``model``), JSON-ready
+    details, and optionally the exits it inferred for rows ``query_index`` of its query data."""
+
+    model: MultiExitNet | None
+    details: dict[str, Any] = field(default_factory=dict)
+    query_index: Tensor | None = None
+    inferred_exits: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Attack:
+    name: ClassVar[str] = "attack"
+    #: the smallest budget with which the attack can do anything meaningful
+    min_budget: ClassVar[int] = 1
+    #: budget used when the user gives none
+    default_budget: ClassVar[int] = 10_000
+
+    def check_budget(self, budget: int) -> None:
+        if budget < self.min_budget:
+            raise ConfigError(f"attack {self.name!r} needs a budget of at least {self.min_budget} queries, "
+                              f"got {budget}")
+
+    def run(self, oracle: BlackBox, query_data: Split, budget: int, ctx: AttackContext) -> StolenModel:
+        raise NotImplementedError

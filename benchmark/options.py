@@ -1,0 +1,110 @@
+"""Typed plugin options: every plugin is a frozen dataclass and its fields are its options.
+
+``--defense-opt size=2.0`` strings are converted to the field's type here, with one-line errors
+for unknown keys ("did you mean") and bad values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from typing import Any
+
+from benchmark.errors import ConfigError
+
+
+def option_fields(cls: type) -> dict[str, dataclasses.Field]:
+    """The user-settable fields of a plugin dataclass (those not starting with '_')."""
+    return {f.name: f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
+
+
+def parse_kv(pairs: list[str] | None, what: str) -> dict[str, str]:
+    """Parse ['a=1', 'b=x'] into {'a': '1', 'b': 'x'}."""
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{what} option {pair!r} is not of the form key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _convert(value: Any, tp: Any, name: str, owner: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, name, owner)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{owner}: bad value {value!r} for {name}")
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{owner}: {name} must be one of {', '.join(map(str, args))}, got {value!r}")
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            low = str(value).lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if tp is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if tp is float:
+            out = float(value)
+            if not math.isfinite(out):
+                raise ValueError
+            return out
+        if tp is str:
+            return str(value)
+        if origin is tuple:
+            items = value if isinstance(value, (list, tuple)) else [v for v in str(value).split(",") if v]
+            elem = args[0] if args else str
+            return tuple(_convert(v, elem, name, owner) for v in items)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{owner}: bad value {value!r} for {name} (expected {getattr(tp, '__name__', tp)})")
+    return value
+
+
+def build_plugin(cls: type, raw: dict[str, Any], what: str) -> Any:
+    """Instantiate plugin ``cls`` from raw (string or typed) options, validating each one."""
+    owner = f"{what} {getattr(cls, 'name', cls.__name__)!r}"
+    fields = option_fields(cls)
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"options: {', '.join(fields) or 'none'}"
+            raise ConfigError(f"{owner} has no option {key!r}; {hint}")
+        kwargs[key] = _convert(value, hints[key], key, owner)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{owner}: {exc}") from exc
+
+
+def plugin_options(obj: Any) -> dict[str, Any]:
+    """The option values of a plugin instance, JSON-ready."""
+    out = {}
+    for name in option_fields(type(obj)):
+        value = getattr(obj, name)
+        out[name] = list(value) if isinstance(value, tuple) else value
+    return out

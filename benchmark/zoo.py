@@ -1,0 +1,75 @@
+"""The victim zoo: trained victims cached on disk as state dicts, keyed by name, dataset, seed
+and hyper-parameters, so a second run does not train again. Loading uses ``weights_only=True``;
+a cache file that does not load is a one-line error, never a silent retrain over it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from benchmark.data import TaskData
+from benchmark.errors import StealBenchError
+from benchmark.io import file_lock, save_torch, write_json
+from benchmark.options import plugin_options
+from benchmark.paths import cache_dir
+from victims.base import MultiExitNet
+from victims.spec import VictimSpec
+from victims.training import choose_thresholds, exit_confidences, train_victim
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    model: MultiExitNet
+    path: Path
+    cached: bool  # True when loaded rather than trained
+    train_seconds: float
+
+
+def victim_key(spec: VictimSpec, task: TaskData, seed: int) -> str:
+    opts = json.dumps({"options": plugin_options(spec), "shape": task.input_shape,
+                       "classes": task.num_classes, "format": 1}, sort_keys=True)
+    digest = hashlib.sha256(opts.encode()).hexdigest()[:12]
+    return f"{spec.name}-{task.name}-s{seed}-{digest}"
+
+
+def load_or_train(spec: VictimSpec, task: TaskData, seed: int, device: str = "cpu",
+                  progress: bool = True, retrain: bool = False) -> ZooEntry:
+    """The trained victim (thresholds set), from the cache or trained now and cached."""
+    import time
+
+    key = victim_key(spec, task, seed)
+    path = cache_dir() / "victims" / f"{key}.pt"
+    with file_lock(path.with_suffix(".lock")):  # parallel jobs never train the same victim twice
+        torch.manual_seed(seed)
+        model = spec.build(task.num_classes, task.input_shape)
+        if path.exists() and not retrain:
+            load_state(model, path)
+            return ZooEntry(model.to(device).eval(), path, True, 0.0)
+        model = model.to(device)
+        start = time.perf_counter()
+        train_victim(model, spec, task.train, seed, device, progress)
+        conf, pred = exit_confidences(model, task.val, device)
+        model.set_thresholds(choose_thresholds(conf, pred == task.val.y[:, None]))
+        seconds = time.perf_counter() - start
+        save_torch(path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+        write_json(path.with_suffix(".json"), {"key": key, "victim": spec.name, "dataset": task.name,
+                                               "seed": seed, "options": plugin_options(spec),
+                                               "train_seconds": seconds})
+        return ZooEntry(model.eval(), path, False, seconds)
+
+
+def load_state(model: torch.nn.Module, path: Path) -> None:
+    """Load weights only; any failure is a one-line StealBenchError naming the file."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise ValueError("not a state dict")
+        model.load_state_dict(state)
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StealBenchError(f"cached victim {path} is unreadable ({msg[:120]}); delete it to retrain "
+                              f"or pass --retrain") from exc

@@ -1,0 +1,3 @@
+"""In-tree defenses; importing this package registers them."""
+
+from defenses import none  # noqa: F401

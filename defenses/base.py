@@ -1,0 +1,63 @@
+"""Defense contract: a frozen dataclass of options whose ``wrap(oracle, seed)`` returns an Oracle
+with the same interface, its outputs and/or timing changed. Runtime state (random generators,
+server-side knowledge such as the latency profile) lives in ``make_state``; the response change
+in ``apply``. The wrapper measures what the defense adds to latency; the runner measures the
+accuracy it costs on the victim's test set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from benchmark.oracle import Oracle, Response
+
+
+@dataclass(frozen=True)
+class Defense:
+    name: ClassVar[str] = "defense"
+    #: what the defense touches, for tables and contract tests: "timing", "output" or "none"
+    acts_on: ClassVar[str] = "none"
+
+    def wrap(self, oracle: Oracle, seed: int = 0) -> DefendedOracle:
+        return DefendedOracle(oracle, self, seed)
+
+    def make_state(self, oracle: Oracle, seed: int) -> Any:
+        """Per-deployment state (e.g. an RNG); ``oracle`` is the server-side view."""
+        return None
+
+    def apply(self, state: Any, x: Tensor, response: Response) -> Response:
+        """The defended response to queries ``x`` given the undefended ``response``."""
+        return response
+
+
+class DefendedOracle(Oracle):
+    """An Oracle wrapped by a Defense; budget and shape are the inner oracle's."""
+
+    def __init__(self, inner: Oracle, defense: Defense, seed: int) -> None:  # no super().__init__
+        self.inner = inner
+        self.defense = defense
+        self.state = defense.make_state(inner, seed)
+        self.answered = 0
+        self.added_latency = 0.0
+
+    budget = property(lambda self: self.inner.budget)
+    used = property(lambda self: self.inner.used)
+    num_classes = property(lambda self: self.inner.num_classes)
+    input_shape = property(lambda self: self.inner.input_shape)
+    latency_profile = property(lambda self: self.inner.latency_profile)
+
+    def query(self, x: Tensor) -> Response:
+        raw = self.inner.query(x)
+        out = self.defense.apply(self.state, x, raw)
+        if out.probs.shape != raw.probs.shape or out.latency.shape != raw.latency.shape:
+            raise RuntimeError(f"defense {self.defense.name!r} changed the response shape")
+        self.answered += len(x)
+        self.added_latency += float((out.latency - raw.latency).sum())
+        return out
+
+    def cost(self) -> dict:
+        """What the defense added to the answered queries."""
+        mean = self.added_latency / self.answered if self.answered else 0.0
+        return {"added_latency_mean_s": mean, "answered": self.answered}
