@@ -1,6 +1,6 @@
 """sdn-tiny: the embedded default victim, a small SDN-style CNN with evenly placed exits.
 
-Eight 3x3 conv blocks (BN, ReLU; stride 2 at 16x16, 8x8, 4x4), SDN heads (mixed pooling +
+Eight 3x3 conv blocks (BN, ReLU; stride 2 into 16x16, 8x8 and 4x4), SDN heads (mixed pooling +
 linear), trained on the embedded synthetic task in well under a minute on 2 CPU cores.
 """
 
@@ -13,8 +13,8 @@ from torch import nn
 from benchmark.plugins import VICTIMS
 from victims.spec import Normalize, VictimSpec
 
-WIDTHS = (8, 16, 24, 32, 48, 48, 64, 64)
-STRIDES = (1, 1, 2, 1, 2, 1, 2, 1)
+WIDTHS = (16, 24, 24, 32, 32, 48, 64, 64)
+STRIDES = (1, 2, 1, 2, 1, 1, 2, 1)
 
 
 def conv_block(cin: int, cout: int, stride: int) -> nn.Module:
