@@ -1,3 +1,3 @@
 """In-tree victims; importing this package registers them."""
 
-from victims import sdn_tiny  # noqa: F401
+from victims import sdn_mobilenet, sdn_resnet56, sdn_tiny, sdn_vgg16  # noqa: F401

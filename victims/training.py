@@ -58,17 +58,20 @@ def train_victim(model: MultiExitNet, spec: VictimSpec, train: Split, seed: int,
     frac = [f / flops[-1] for f in flops]
     opt = make_optimizer(model.parameters(), spec)
     y_all = train.y.to(device)
+    augment = getattr(spec, "augment_batch", None)  # optional per-batch training augmentation
 
     def step_loss(idx: Tensor, epoch: int) -> Tensor:
         ramp = min(1.0, (epoch + 1) / max(1, spec.epochs // 2))
-        outs = model(train.images(idx, device))
+        x = train.images(idx, device)
+        outs = model(augment(x) if augment is not None else x)
         y = y_all[idx.to(device)]
         loss = F.cross_entropy(outs[-1], y)
         for k, out in enumerate(outs[:-1]):
             loss = loss + ramp * frac[k] * F.cross_entropy(out, y)
         return loss
 
-    fit(model, len(train), spec.batch_size, spec.epochs, opt, step_loss, seed, f"train {spec.name}", progress)
+    fit(model, len(train), spec.batch_size, spec.epochs, opt, step_loss, seed, f"train {spec.name}", progress,
+        milestones=tuple(getattr(spec, "milestones", (0.5, 0.75))))
 
 
 @torch.no_grad()
