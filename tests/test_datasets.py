@@ -1,0 +1,348 @@
+"""Real-data loaders on small files written in the datasets' real on-disk formats, read through
+the same code (torchvision.datasets + our conversion) as the real data."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import datasets as tvd
+
+from benchmark.data import QUERY_SETS, TASKS, DataRequest
+from benchmark.datasets import vision
+from benchmark.errors import StealBenchError
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("STEALBENCH_CACHE", str(tmp_path / "cache"))
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+# ---- writers for the real formats ---------------------------------------------------------------
+
+def write_cifar10(root: Path, n_per_batch: int = 20, n_test: int = 30, seed: int = 0, monkeypatch=None):
+    """cifar-10-batches-py as in cifar-10-python.tar.gz: pickled dicts with 'data' (N, 3072) uint8
+    rows (R plane, G plane, B plane) and 'labels'. torchvision checks each file's md5 against the
+    official list; the fakes can't match it, so only that list is pointed at the fakes' md5s."""
+    rng = np.random.default_rng(seed)
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True)
+    written = {}
+    for name, n in [(f"data_batch_{i}", n_per_batch) for i in range(1, 6)] + [("test_batch", n_test)]:
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        labels = rng.integers(0, 10, n).tolist()
+        with open(base / name, "wb") as fh:
+            pickle.dump({"batch_label": name, "labels": labels, "data": data,
+                         "filenames": [f"img{i}.png" for i in range(n)]}, fh)
+        written[name] = (data, labels)
+    with open(base / "batches.meta", "wb") as fh:
+        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                                     "ship", "truck"], "num_cases_per_batch": n_per_batch, "num_vis": 3072}, fh)
+    if monkeypatch is not None:
+        monkeypatch.setattr(tvd.CIFAR10, "train_list", [[f"data_batch_{i}", md5(base / f"data_batch_{i}")]
+                                                        for i in range(1, 6)])
+        monkeypatch.setattr(tvd.CIFAR10, "test_list", [["test_batch", md5(base / "test_batch")]])
+        monkeypatch.setattr(tvd.CIFAR10, "meta", {**tvd.CIFAR10.meta, "md5": md5(base / "batches.meta")})
+    return written
+
+
+def write_svhn(folder: Path, n_train: int = 40, n_test: int = 20, monkeypatch=None):
+    """train_32x32.mat / test_32x32.mat: X (32, 32, 3, N) uint8, y (N, 1) with 10 for digit 0."""
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    split_list = {k: list(v) for k, v in tvd.SVHN.split_list.items()}
+    for split, n in (("train", n_train), ("test", n_test)):
+        x = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
+        y = rng.integers(1, 11, (n, 1)).astype(np.uint8)
+        y[0, 0] = 10
+        path = folder / f"{split}_32x32.mat"
+        savemat(path, {"X": x, "y": y})
+        written[split] = (x, y)
+        split_list[split][2] = md5(path)
+    if monkeypatch is not None:
+        monkeypatch.setattr(tvd.SVHN, "split_list", split_list)
+    return written
+
+
+def write_ppm(path: Path, size: tuple[int, int], colour: tuple[int, int, int]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path, format="PPM")
+
+
+def gtsrb_colour(cls: int) -> tuple[int, int, int]:
+    return (cls * 5 % 256, 255 - cls * 5, (cls * 37) % 256)
+
+
+def write_gtsrb(root: Path, per_class: int = 2, n_test: int = 12):
+    """gtsrb/GTSRB/Training/<00000..00042>/<class>_<i>.ppm (+ GT-<class>.csv) and
+    gtsrb/GTSRB/Final_Test/Images/<i>.ppm with gtsrb/GT-final_test.csv (';'-separated).
+    Images of varying sizes, each one flat colour that encodes its class."""
+    base = root / "gtsrb"
+    for c in range(43):
+        folder = base / "GTSRB" / "Training" / f"{c:05d}"
+        rows = ["Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"]
+        for i in range(per_class):
+            size = (30 + 7 * i + c % 5, 31 + 3 * i)
+            write_ppm(folder / f"{i:05d}_00000.ppm", size, gtsrb_colour(c))
+            rows.append(f"{i:05d}_00000.ppm;{size[0]};{size[1]};5;5;{size[0] - 5};{size[1] - 5};{c}")
+        (folder / f"GT-{c:05d}.csv").write_text("\n".join(rows) + "\n")
+    rows = ["Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"]
+    labels = []
+    for i in range(n_test):
+        c = (i * 7) % 43
+        write_ppm(base / "GTSRB" / "Final_Test" / "Images" / f"{i:05d}.ppm", (40 + i, 45), gtsrb_colour(c))
+        rows.append(f"{i:05d}.ppm;{40 + i};45;5;5;{35 + i};40;{c}")
+        labels.append(c)
+    (base / "GT-final_test.csv").write_text("\n".join(rows) + "\n")
+    return labels
+
+
+def write_idx(path: Path, arr: np.ndarray) -> None:
+    """The idx-ubyte format (big-endian magic 0x0000 08 ndim, then the dims, then the bytes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = struct.pack(">I", 0x0800 | arr.ndim) + b"".join(struct.pack(">I", d) for d in arr.shape)
+    path.write_bytes(header + arr.astype(np.uint8).tobytes())
+
+
+def write_fashionmnist(root: Path, n_train: int = 50, n_test: int = 20):
+    rng = np.random.default_rng(2)
+    raw = root / "FashionMNIST" / "raw"
+    written = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        x = rng.integers(1, 256, (n, 28, 28), dtype=np.uint8)
+        y = rng.integers(0, 10, n, dtype=np.uint8)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", x)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", y)
+        written[prefix] = (x, y)
+    return written
+
+
+TINY_WNIDS = ["n01443537", "n01629819", "n01641577"]
+TINY_COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
+
+
+def write_tinyimagenet(root: Path, per_class: int = 3, n_val: int = 4):
+    """tiny-imagenet-200/{wnids.txt, train/<wnid>/images/<wnid>_<i>.JPEG, train/<wnid>/<wnid>_boxes.txt,
+    val/images/val_<i>.JPEG, val/val_annotations.txt}; 64x64 JPEGs of one colour per class, one
+    of them grayscale (TinyImageNet has some)."""
+    base = root / "tiny-imagenet-200"
+    base.mkdir(parents=True)
+    (base / "wnids.txt").write_text("\n".join(TINY_WNIDS) + "\n")
+    for k, wnid in enumerate(TINY_WNIDS):
+        folder = base / "train" / wnid / "images"
+        folder.mkdir(parents=True)
+        boxes = []
+        for i in range(per_class):
+            name = f"{wnid}_{i}.JPEG"
+            img = Image.new("RGB", (64, 64), TINY_COLOURS[k])
+            if k == 0 and i == 0:
+                img = img.convert("L")
+            img.save(folder / name, format="JPEG", quality=95)
+            boxes.append(f"{name}\t0\t0\t63\t63")
+        (base / "train" / wnid / f"{wnid}_boxes.txt").write_text("\n".join(boxes) + "\n")
+    (base / "val" / "images").mkdir(parents=True)
+    ann = []
+    for i in range(n_val):
+        k = i % len(TINY_WNIDS)
+        Image.new("RGB", (64, 64), TINY_COLOURS[k]).save(base / "val" / "images" / f"val_{i}.JPEG", format="JPEG",
+                                                         quality=95)
+        ann.append(f"val_{i}.JPEG\t{TINY_WNIDS[k]}\t0\t0\t63\t63")
+    (base / "val" / "val_annotations.txt").write_text("\n".join(ann) + "\n")
+    (base / "test" / "images").mkdir(parents=True)  # unlabelled: not used
+
+
+def req(root: Path, seed: int = 0, shape=(3, 32, 32)) -> DataRequest:
+    return DataRequest(root=root, download=False, seed=seed, input_shape=shape)
+
+
+def assert_partition(task, n_train_total: int) -> None:
+    """train + val partition the official training split; val is 10% of it."""
+    assert len(task.train) + len(task.val) == n_train_total
+    assert len(task.val) == max(1, round(n_train_total * 0.1))
+
+
+# ---- tests --------------------------------------------------------------------------------------
+
+def test_registered_names_and_shapes():
+    for name in ("cifar10", "svhn", "gtsrb", "fashionmnist"):
+        assert name in TASKS and name in vision.DATASET_SHAPES
+    assert "tinyimagenet" in QUERY_SETS
+    assert vision.DATASET_SHAPES["gtsrb"] == ((3, 32, 32), 43)
+
+
+def test_cifar10(tmp_path, monkeypatch):
+    written = write_cifar10(tmp_path, monkeypatch=monkeypatch)
+    task = TASKS["cifar10"](req(tmp_path))
+    assert task.name == "cifar10" and task.num_classes == 10 and task.input_shape == (3, 32, 32)
+    assert_partition(task, 100)
+    data, labels = written["test_batch"]
+    assert torch.equal(task.test.x, torch.from_numpy(data).view(-1, 3, 32, 32))  # rows are R, G, B planes
+    assert task.test.y.tolist() == labels
+    train_rows = np.concatenate([written[f"data_batch_{i}"][0] for i in range(1, 6)])
+    train_labels = [label for i in range(1, 6) for label in written[f"data_batch_{i}"][1]]
+    all_x = torch.cat([task.train.x, task.val.x]).view(len(train_rows), -1)
+    all_y = torch.cat([task.train.y, task.val.y])
+    ref = {bytes(r): label for r, label in zip(train_rows, train_labels)}
+    assert all(ref[bytes(r.numpy())] == int(y) for r, y in zip(all_x, all_y))  # every image kept its label
+    assert len({bytes(r.numpy()) for r in all_x}) == len(train_rows)
+
+
+def test_val_split_is_seeded_and_deterministic(tmp_path, monkeypatch):
+    write_cifar10(tmp_path, monkeypatch=monkeypatch)
+    a, b = TASKS["cifar10"](req(tmp_path, seed=0)), TASKS["cifar10"](req(tmp_path, seed=0))
+    c = TASKS["cifar10"](req(tmp_path, seed=1))
+    assert torch.equal(a.val.x, b.val.x) and torch.equal(a.train.x, b.train.x)
+    assert not torch.equal(a.val.x, c.val.x)
+
+
+def test_cifar10_wrong_checksum_or_missing_is_one_line(tmp_path, monkeypatch):
+    with pytest.raises(StealBenchError, match="CIFAR10 not found in") as err:
+        TASKS["cifar10"](req(tmp_path))
+    msg = str(err.value)
+    assert "\n" not in msg and "--download" in msg and str(tmp_path / "cifar-10-batches-py") in msg
+    write_cifar10(tmp_path)  # real checksums are not patched: torchvision reports corruption
+    with pytest.raises(StealBenchError, match="CIFAR10 not found or corrupted"):
+        TASKS["cifar10"](req(tmp_path))
+
+
+def test_failed_download_is_one_line(tmp_path, monkeypatch):
+    def offline(self):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(tvd.CIFAR10, "download", offline)
+    with pytest.raises(StealBenchError) as err:
+        TASKS["cifar10"](DataRequest(root=tmp_path, download=True))
+    assert "\n" not in str(err.value) and "could not get CIFAR10" in str(err.value)
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_svhn(tmp_path, monkeypatch, flat):
+    folder = tmp_path if flat else tmp_path / "svhn"  # <root>/svhn, or the .mat files in <root>
+    written = write_svhn(folder, monkeypatch=monkeypatch)
+    task = TASKS["svhn"](req(tmp_path))
+    assert task.num_classes == 10 and task.input_shape == (3, 32, 32)
+    assert_partition(task, 40)
+    x, y = written["test"]
+    assert torch.equal(task.test.x, torch.from_numpy(x).permute(3, 2, 0, 1))
+    expected = y[:, 0].astype(np.int64) % 10  # label 10 is the digit 0
+    assert task.test.y.tolist() == expected.tolist() and task.test.y[0] == 0
+
+
+def test_svhn_missing(tmp_path):
+    with pytest.raises(StealBenchError, match=r"SVHN not found in .*svhn .*train_32x32.mat"):
+        TASKS["svhn"](req(tmp_path))
+
+
+def test_gtsrb(tmp_path):
+    test_labels = write_gtsrb(tmp_path)
+    task = TASKS["gtsrb"](req(tmp_path))
+    assert task.num_classes == 43 and task.input_shape == (3, 32, 32)
+    assert_partition(task, 86)
+    assert task.test.y.tolist() == test_labels
+    for split in (task.train, task.val, task.test):  # resized flat-colour images keep their colour
+        for img, label in zip(split.x, split.y):
+            colour = torch.tensor(gtsrb_colour(int(label)), dtype=torch.uint8)
+            assert torch.equal(img, colour.view(3, 1, 1).expand(3, 32, 32))
+    counts = torch.bincount(torch.cat([task.train.y, task.val.y]), minlength=43)
+    assert (counts == 2).all()
+
+
+def test_gtsrb_other_size_and_cache(tmp_path, monkeypatch):
+    write_gtsrb(tmp_path, per_class=1, n_test=3)
+    task = TASKS["gtsrb"](req(tmp_path, shape=(3, 24, 24)))
+    assert task.input_shape == (3, 24, 24)
+    converted = list((tmp_path / "cache" / "converted").glob("gtsrb-*.pt"))
+    assert len(converted) == 2  # train and test
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again instead of using the cache")
+
+    monkeypatch.setattr(vision, "_decode_dataset", no_decoding)
+    again = TASKS["gtsrb"](req(tmp_path, shape=(3, 24, 24)))
+    assert torch.equal(again.test.x, task.test.x)
+    # a changed file listing invalidates the cache
+    write_ppm(tmp_path / "gtsrb" / "GTSRB" / "Training" / "00000" / "00009_00000.ppm", (33, 33), (1, 2, 3))
+    with pytest.raises(AssertionError, match="decoded again"):
+        TASKS["gtsrb"](req(tmp_path, shape=(3, 24, 24)))
+
+
+def test_gtsrb_missing(tmp_path):
+    with pytest.raises(StealBenchError) as err:
+        TASKS["gtsrb"](req(tmp_path))
+    assert "GTSRB not found in" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_fashionmnist_padded_to_3x32x32(tmp_path):
+    written = write_fashionmnist(tmp_path)
+    task = TASKS["fashionmnist"](req(tmp_path))
+    assert task.num_classes == 10 and task.input_shape == (3, 32, 32)
+    assert_partition(task, 50)
+    x, y = written["t10k"]
+    img = task.test.x
+    assert torch.equal(img[:, :, 2:30, 2:30], torch.from_numpy(x)[:, None].expand(-1, 3, -1, -1))
+    border = img.clone()
+    border[:, :, 2:30, 2:30] = 0
+    assert border.sum() == 0  # zero padding around the 28x28 image
+    assert task.test.y.tolist() == y.tolist()
+
+
+def test_fashionmnist_other_shapes(tmp_path):
+    write_fashionmnist(tmp_path)
+    gray = TASKS["fashionmnist"](req(tmp_path, shape=(1, 32, 32)))
+    assert gray.input_shape == (1, 32, 32)
+    big = TASKS["fashionmnist"](req(tmp_path, shape=(3, 64, 64)))  # resized, not padded
+    assert big.input_shape == (3, 64, 64) and big.test.x[:, :, 0, 0].float().mean() > 0
+
+
+def test_fashionmnist_missing(tmp_path):
+    with pytest.raises(StealBenchError, match=r"FashionMNIST not found in .*FashionMNIST/raw"):
+        TASKS["fashionmnist"](req(tmp_path))
+
+
+def test_tinyimagenet(tmp_path):
+    write_tinyimagenet(tmp_path)
+    split = QUERY_SETS["tinyimagenet"](req(tmp_path))
+    assert split.x.shape == (9 + 4, 3, 32, 32) and split.x.dtype == torch.uint8
+    assert split.y.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 0, 1, 2, 0]  # train, then val
+    for img, label in zip(split.x, split.y):
+        mean = img.float().mean(dim=(1, 2))
+        expected = torch.tensor(TINY_COLOURS[int(label)], dtype=torch.float)
+        if int(label) == 0 and torch.allclose(mean[0], mean[1], atol=2):  # the grayscale one
+            continue
+        assert torch.allclose(mean, expected, atol=6)  # JPEG is lossy
+    gray = split.x[0]  # grayscale JPEG became 3 equal channels
+    assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
+    assert list((tmp_path / "cache" / "converted").glob("tinyimagenet-*.pt"))
+
+
+def test_tinyimagenet_missing_and_broken(tmp_path):
+    with pytest.raises(StealBenchError) as err:
+        QUERY_SETS["tinyimagenet"](req(tmp_path))
+    msg = str(err.value)
+    assert "\n" not in msg and "tiny-imagenet-200" in msg and "wnids.txt" in msg and "--download" in msg
+    write_tinyimagenet(tmp_path)
+    (tmp_path / "tiny-imagenet-200" / "val" / "images" / "val_1.JPEG").unlink()
+    with pytest.raises(StealBenchError, match="1 listed images are missing"):
+        QUERY_SETS["tinyimagenet"](req(tmp_path))
+
+
+def test_conversion_helpers():
+    x = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
+    assert vision.to_shape(x, (3, 28, 28)).shape == (2, 3, 28, 28)
+    assert vision.to_shape(x, (3, 32, 32), pad=True)[:, :, 2:30, 2:30].equal(x.expand(-1, 3, -1, -1))
+    rgb = torch.full((1, 3, 8, 8), 100, dtype=torch.uint8)
+    assert vision.to_shape(rgb, (1, 8, 8)).unique().tolist() == [100]
+    assert vision.resize(rgb, (4, 4)).unique().tolist() == [100]
