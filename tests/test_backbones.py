@@ -277,3 +277,42 @@ def test_one_epoch_on_synthetic_through_the_zoo(name, tmp_path, monkeypatch, req
     again = load_or_train(spec, task, seed=0, progress=False)
     assert again.cached and torch.equal(again.model.thresholds, entry.model.thresholds)
     assert isinstance(task.train, Split)
+
+
+# ---- `victims info` -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", NAMES)
+def test_victims_info_json(name):
+    import json
+
+    from benchmark.victims_info import victims_info
+
+    info = json.loads(victims_info(name, "cifar10", {}, as_json=True))
+    assert info["victim"] == name and info["dataset"] == "cifar10"
+    assert info["input_shape"] == [3, 32, 32] and info["num_classes"] == 10
+    flops = info["exit_flops"]
+    assert len(flops) == info["num_exits"] == len(SDN_IC_BLOCKS[name]) + 1
+    assert all(isinstance(f, int) for f in flops) and flops == sorted(flops)
+    assert info["total_flops"] == flops[-1] and info["exit_macs"] == [f // 2 for f in flops]
+    assert abs(flops[-1] / 2 - ANALYTIC[name]) / ANALYTIC[name] < 0.05
+    assert info["backbone_flops"] / 2 == pytest.approx(ANALYTIC[name], rel=1e-3)
+    assert info["exit_fractions"][-1] == 1.0
+    nominal = [0.22, 0.36, 0.49, 0.68, 0.91] if name == "sdn-mobilenet" else list(SDN_FRACTIONS)
+    assert info["exit_fractions"][:-1] == pytest.approx(nominal, abs=0.04)
+    assert info["params"] > 0
+
+
+def test_victims_info_table_options_and_errors():
+    from benchmark.errors import StealBenchError
+    from benchmark.victims_info import victims_info
+
+    text = victims_info("sdn-mobilenet", "gtsrb", {"exits": "4"}, as_json=False)
+    lines = text.splitlines()
+    assert lines[0].startswith("sdn-mobilenet on gtsrb: input 3x32x32, 43 classes, 4 exits")
+    assert "M mult-adds" in text and text.count("\n|") == 2 + 4  # header, rule, 4 exit rows
+    with pytest.raises(StealBenchError, match="did you mean 'sdn-vgg16'"):
+        victims_info("sdn-vgg61", "cifar10", {}, as_json=False)
+    with pytest.raises(StealBenchError, match="did you mean 'cifar10'"):
+        victims_info("sdn-vgg16", "cifar01", {}, as_json=False)
+    with pytest.raises(StealBenchError, match="has no option 'exit'"):
+        victims_info("sdn-vgg16", "cifar10", {"exit": "4"}, as_json=False)

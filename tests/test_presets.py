@@ -1,0 +1,62 @@
+"""Presets for the paper's rows: every Table 1 and Table 3 configuration is one valid preset."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmark.config import RunConfig
+from benchmark.data import QUERY_SETS, TASKS
+from benchmark.errors import StealBenchError
+from benchmark.options import build_plugin
+from benchmark.plugins import VICTIMS
+from benchmark.presets import PRESET_DOCS, PRESETS, apply_preset
+
+# the (backbone, dataset) pairs of paper_table1.csv and the (extracted, victim) pairs of
+# paper_table3_cross_arch.csv, spelled as in those files
+TABLE1 = [(b, d) for b in ("VGG", "ResNet", "MobileNet") for d in ("CIFAR10", "GTSRB", "SVHN", "FMNIST")]
+TABLE3 = [(e, v) for e in ("VGG", "ResNet", "MobileNet") for v in ("VGG", "ResNet", "MobileNet")]
+BACKBONE = {"VGG": "vgg16", "ResNet": "resnet56", "MobileNet": "mobilenet"}
+DATASET = {"CIFAR10": "cifar10", "GTSRB": "gtsrb", "SVHN": "svhn", "FMNIST": "fashionmnist"}
+
+
+@pytest.mark.parametrize(("backbone", "dataset"), TABLE1)
+def test_table1_rows(backbone, dataset):
+    settings = apply_preset(f"paper:{BACKBONE[backbone]}-{DATASET[dataset]}")
+    assert settings["victim"] == f"sdn-{BACKBONE[backbone]}" == settings["substitute_arch"]
+    assert settings["dataset"] == DATASET[dataset] and settings["query_data"] == "tinyimagenet"
+    assert "exits" not in settings["victim_options"]  # SDN's own exits
+    spec = build_plugin(VICTIMS[settings["victim"]], settings["victim_options"], "victim")
+    assert spec.augment == ("crop" if dataset in ("GTSRB", "SVHN") else "crop+flip")
+
+
+@pytest.mark.parametrize(("extracted", "victim"), TABLE3)
+def test_table3_rows(extracted, victim):
+    settings = apply_preset(f"paper:table3:{BACKBONE[victim]}-by-{BACKBONE[extracted]}")
+    assert settings["victim"] == f"sdn-{BACKBONE[victim]}"
+    assert settings["substitute_arch"] == f"sdn-{BACKBONE[extracted]}"
+    assert settings["dataset"] == "cifar10" and settings["query_data"] == "tinyimagenet"
+    spec = build_plugin(VICTIMS[settings["victim"]], settings["victim_options"], "victim")
+    assert spec.exits == 4
+
+
+def test_every_preset_is_a_valid_run_config():
+    assert len(PRESETS) == len(TABLE1) + len(TABLE3) and set(PRESET_DOCS) == set(PRESETS)
+    for name in PRESETS:
+        settings = apply_preset(name)
+        config = RunConfig.from_dict(settings, source=f"preset {name}")
+        assert config.victim in VICTIMS and config.substitute_arch in VICTIMS
+        assert config.dataset in TASKS and config.query_data in QUERY_SETS
+
+
+def test_apply_preset_returns_a_copy():
+    a = apply_preset("paper:vgg16-svhn")
+    a["victim_options"]["augment"] = "none"
+    assert apply_preset("paper:vgg16-svhn")["victim_options"]["augment"] == "crop"
+
+
+def test_unknown_presets_are_one_line_errors():
+    with pytest.raises(StealBenchError, match=r"did you mean 'paper:vgg16-cifar10'\?"):
+        apply_preset("paper:vgg-cifar10")
+    with pytest.raises(StealBenchError) as err:
+        apply_preset("table1")
+    assert "\n" not in str(err.value) and "paper:<backbone>-<dataset>" in str(err.value)
