@@ -16,9 +16,12 @@ from benchmark.errors import StealBenchError
 from benchmark.io import file_lock, save_torch, write_json
 from benchmark.options import plugin_options
 from benchmark.paths import cache_dir
+from benchmark.timing import LatencyProfile, calibrate
 from victims.base import MultiExitNet
 from victims.spec import VictimSpec
 from victims.training import choose_thresholds, exit_confidences, train_victim
+
+FORCE_RETRAIN = False  # set by ``run --retrain``
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ def load_or_train(spec: VictimSpec, task: TaskData, seed: int, device: str = "cp
     with file_lock(path.with_suffix(".lock")):  # parallel jobs never train the same victim twice
         torch.manual_seed(seed)
         model = spec.build(task.num_classes, task.input_shape)
-        if path.exists() and not retrain:
+        if path.exists() and not (retrain or FORCE_RETRAIN):
             load_state(model, path)
             return ZooEntry(model.to(device).eval(), path, True, 0.0)
         model = model.to(device)
@@ -73,3 +76,18 @@ def load_state(model: torch.nn.Module, path: Path) -> None:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StealBenchError(f"cached victim {path} is unreadable ({msg[:120]}); delete it to retrain "
                               f"or pass --retrain") from exc
+
+
+def latency_profile(entry: ZooEntry, device: str) -> LatencyProfile:
+    """The victim's calibrated per-exit latency profile on this machine and device type, measured
+    once and cached beside the weights (so warm runs replay the same simulated timings)."""
+    dev = torch.device(device).type
+    path = entry.path.with_name(entry.path.stem + f".latency-{dev}.json")
+    if path.exists():
+        try:
+            return LatencyProfile.from_json(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StealBenchError(f"cached latency profile {path} is unreadable ({exc}); delete it") from exc
+    profile = calibrate(entry.model)
+    write_json(path, profile.to_json())
+    return profile

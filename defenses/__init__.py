@@ -1,3 +1,3 @@
 """In-tree defenses; importing this package registers them."""
 
-from defenses import none  # noqa: F401
+from defenses import jitter, none, padding, rounding, top1  # noqa: F401

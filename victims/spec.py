@@ -105,7 +105,7 @@ class VictimSpec:
                 raise ConfigError(f"victim {self.name!r} has {len(blocks)} blocks; cannot place {n} exits")
             fractions = [i / n for i in range(1, n + 1)]
         elif self.exit_fractions is not None:
-            fractions = list(self.exit_fractions) + [1.0]
+            fractions = [*self.exit_fractions, 1.0]
         else:
             raise ConfigError(f"victim {self.name!r} needs an exit count")
         where = place_exits(block_flops(blocks, tuple(input_shape)), fractions)

@@ -1,0 +1,142 @@
+"""ours: the multi-exit model stealing attack (arXiv 2305.13584, Sec. 2).
+
+1. Estimation: query the victim with a task-irrelevant query set; KDE over the response times
+   recovers each query's exit and the number of exits (Sec. 2.2, Eq. 1; ``attacks/exits.py``).
+   With ``repeats`` > 1 every query is asked that often and its fastest time is kept (defeats
+   i.i.d. jitter; keyed jitter is immune).
+2. Training: a substitute of the chosen family with that many evenly placed exits, trained with
+   the performance loss (KL from the victim's output to every exit, Eq. 2) plus the strategy loss
+   (Eq. 3): for a sample the victim answered at exit k, push exit k's confidence above ``alpha``
+   (0.95) and every earlier exit's confidence below ``beta`` (0.9), both as hinge penalties.
+3. Output-strategy search: thresholds maximising exit agreement on the queries (Eq. 4;
+   ``attacks/strategy.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from attacks.base import Attack, AttackContext, StolenModel
+from attacks.common import kl_to_targets, query_split
+from attacks.exits import estimate_exits
+from attacks.strategy import search_thresholds
+from benchmark.data import Split
+from benchmark.errors import ConfigError
+from benchmark.oracle import BlackBox
+from benchmark.plugins import ATTACKS
+from victims.training import exit_confidences, fit
+
+
+def strategy_loss(outs: list[Tensor], exits: Tensor, alpha: float, beta: float) -> Tensor:
+    """Eq. 3: sum over samples of relu(alpha - conf at their exit) + sum over earlier exits of
+    relu(conf - beta), averaged over the batch. The last exit always fires, so no first term there."""
+    conf = torch.stack([torch.softmax(o, 1).amax(1) for o in outs], 1)  # (B, K)
+    k = conf.shape[1]
+    pos = torch.arange(k, device=conf.device)[None, :]
+    at = pos == exits[:, None]
+    before = pos < exits[:, None]
+    reach = torch.relu(alpha - conf) * (at & (exits[:, None] < k - 1))
+    stay = torch.relu(conf - beta) * before
+    return (reach + stay).sum(1).mean()
+
+
+@ATTACKS.register("ours")
+@dataclass(frozen=True)
+class Ours(Attack):
+    """KDE exit recovery + performance/strategy loss + output-strategy search."""
+
+    min_budget = 200
+    default_budget = 10_000
+
+    epochs: int = 10
+    lr: float = 2e-3
+    batch_size: int = 128
+    alpha: float = 0.95
+    beta: float = 0.9
+    strategy_weight: float = 1.0
+    repeats: int = 1
+    bandwidth: str = "scott"
+    bw_scale: float = 0.5
+    prominence: float = 0.005
+    max_valley: float = 0.5
+    min_mass: float = 0.002
+    max_exits: int = 8
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError("attack 'ours': epochs, batch_size and lr must be positive")
+        if not 0 < self.beta <= self.alpha < 1:
+            raise ConfigError("attack 'ours': need 0 < beta <= alpha < 1 (paper: 0.9, 0.95)")
+        if self.bw_scale <= 0 or not 0 < self.max_valley <= 1 or not 0 <= self.min_mass < 1:
+            raise ConfigError("attack 'ours': need bw_scale > 0, 0 < max_valley <= 1, 0 <= min_mass < 1")
+        if self.repeats < 1 or self.max_exits < 1:
+            raise ConfigError("attack 'ours': repeats and max_exits must be >= 1")
+        if self.bandwidth not in ("scott", "silverman"):
+            try:
+                if float(self.bandwidth) <= 0:
+                    raise ValueError
+            except ValueError:
+                raise ConfigError("attack 'ours': bandwidth must be scott, silverman or a positive number") from None
+
+    def check_budget(self, budget: int) -> None:
+        if budget // self.repeats < self.min_budget:
+            raise ConfigError(f"attack 'ours' needs a budget of at least {self.min_budget * self.repeats} queries "
+                              f"({self.min_budget} samples x {self.repeats} repeats), got {budget}")
+
+    def run(self, oracle: BlackBox, query_data: Split, budget: int, ctx: AttackContext) -> StolenModel:
+        self.check_budget(budget)
+        gen = torch.Generator().manual_seed(ctx.seed)
+        n = min(len(query_data), budget // self.repeats)
+        index = torch.randperm(len(query_data), generator=gen)[:n]
+
+        # 1. estimation
+        probs, latency = query_split(oracle, query_data, index, progress=ctx.progress, desc="query victim")
+        lat = latency.numpy()
+        for r in range(1, self.repeats):
+            _, again = query_split(oracle, query_data, index, progress=ctx.progress, desc=f"repeat {r}")
+            lat = np.minimum(lat, again.numpy())
+        bw = self.bandwidth if self.bandwidth in ("scott", "silverman") else float(self.bandwidth)
+        est = estimate_exits(lat, bw, self.bw_scale, self.prominence, self.max_valley, self.min_mass, self.max_exits)
+        exits = torch.from_numpy(est.labels)
+
+        # 2. training
+        torch.manual_seed(ctx.seed)
+        t0 = time.perf_counter()
+        model = ctx.substitute.build(oracle.num_classes, oracle.input_shape, exits=est.num_exits).to(ctx.device)
+        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
+        targets, exit_dev = probs.to(ctx.device), exits.to(ctx.device)
+
+        def step_loss(idx: Tensor, epoch: int) -> Tensor:
+            outs = model(query_data.images(index[idx], ctx.device))
+            idx = idx.to(ctx.device)
+            loss = kl_to_targets(outs, targets[idx])
+            if model.num_exits > 1 and self.strategy_weight > 0:
+                loss = loss + self.strategy_weight * strategy_loss(outs, exit_dev[idx], self.alpha, self.beta)
+            return loss
+
+        fit(model, n, self.batch_size, self.epochs, opt, step_loss, ctx.seed, "train substitute", ctx.progress)
+        train_seconds = time.perf_counter() - t0
+
+        # 3. output-strategy search on the query samples
+        conf, _ = exit_confidences(model, Split(query_data.x[index], query_data.y[index]), ctx.device)
+        thresholds, agree = search_thresholds(conf.numpy(), est.labels)
+        model.set_thresholds(thresholds)
+
+        step = max(1, len(est.grid) // 256)
+        details = {
+            "estimated_exits": est.num_exits,
+            "boundaries_s": est.boundaries.tolist(),
+            "bandwidth_s": est.bandwidth,
+            "samples": n,
+            "repeats": self.repeats,
+            "thresholds": [float(t) for t in thresholds],
+            "query_exit_agreement": agree / n,
+            "train_seconds": train_seconds,
+            "kde": {"grid_s": est.grid[::step].tolist(), "density": est.density[::step].tolist()},
+        }
+        return StolenModel(model.eval(), details, index, exits)

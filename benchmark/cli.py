@@ -1,0 +1,151 @@
+"""Command line: ``python -m benchmark run|list|victims info ...``.
+
+Every user error ends as one line on stderr and exit status 2, never a traceback; results are
+written atomically, so an interrupted run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from benchmark.errors import StealBenchError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise StealBenchError(f"{self.prog}: {message}")
+
+
+RUN_FLAGS = ("attack", "defense", "victim", "dataset", "query_data", "budget", "seed", "timing", "timing_profile",
+             "device", "substitute_arch", "data_root", "download")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m benchmark", description="StealBench: model-stealing attacks vs defenses.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run one attack against one defended victim and score it")
+    r.add_argument("--config", help="TOML or YAML file of settings (flags override it)")
+    r.add_argument("--preset", help="a named configuration, e.g. paper:vgg16-cifar10")
+    r.add_argument("--attack")
+    r.add_argument("--defense")
+    r.add_argument("--victim")
+    r.add_argument("--dataset")
+    r.add_argument("--query-data", dest="query_data")
+    r.add_argument("--budget", type=int, help="query budget (default: the attack's)")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--timing", choices=("simulated", "measured"))
+    r.add_argument("--timing-profile", dest="timing_profile", choices=("calibrated", "flops"),
+                   help="simulated timing: latency profile measured on this machine or derived from FLOPs")
+    r.add_argument("--device", help="cpu (default) or cuda[:N]")
+    r.add_argument("--substitute-arch", dest="substitute_arch", help="attacker's backbone family (default: victim's)")
+    r.add_argument("--data-root", dest="data_root")
+    r.add_argument("--download", action="store_true", default=None, help="allow torchvision to download data")
+    r.add_argument("--epochs", type=int, help="victim training epochs (shortcut for --victim-opt epochs=N)")
+    for kind in ("attack", "defense", "victim"):
+        r.add_argument(f"--{kind}-opt", dest=f"{kind}_opt", action="append", default=[], metavar="KEY=VALUE",
+                       help=f"{kind} option (repeatable); see `list`")
+    r.add_argument("--out", help="result JSON path (default: results/<time>-<attack>-<defense>-<victim>.json)")
+    r.add_argument("--retrain", action="store_true", help="train the victim again even if cached")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    ls = sub.add_parser("list", help="list registered attacks, defenses, victims and data")
+    ls.add_argument("--options", action="store_true", help="also show each plugin's options and defaults")
+
+    v = sub.add_parser("victims", help="victim zoo tools")
+    vsub = v.add_subparsers(dest="victims_command", required=True, parser_class=_Parser)
+    info = vsub.add_parser("info", help="exits and FLOPs of a victim architecture")
+    info.add_argument("name")
+    info.add_argument("--dataset", default="synthetic")
+    info.add_argument("--victim-opt", dest="victim_opt", action="append", default=[], metavar="KEY=VALUE")
+    info.add_argument("--json", action="store_true")
+    return p
+
+
+def config_from_args(args: argparse.Namespace):
+    from benchmark.config import RunConfig, load_config_file
+    from benchmark.options import parse_kv
+
+    settings: dict = {}
+    if args.preset:
+        from benchmark.presets import apply_preset
+
+        settings.update(apply_preset(args.preset))
+    if args.config:
+        settings.update(load_config_file(args.config))
+    for name in RUN_FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            settings[name] = value
+    for kind in ("attack", "defense", "victim"):
+        opts = dict(settings.get(f"{kind}_options", {}))
+        opts.update(parse_kv(getattr(args, f"{kind}_opt"), kind))
+        settings[f"{kind}_options"] = opts
+    if args.epochs is not None:
+        settings["victim_options"]["epochs"] = args.epochs
+    return RunConfig.from_dict(settings, source=args.config or "flags")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.report import scores_table
+    from benchmark.runner import run
+
+    cfg = config_from_args(args)
+    out = Path(args.out) if args.out else Path("results") / (
+        f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.attack}-{cfg.defense}-{cfg.victim}-s{cfg.seed}.json")
+    if out.exists() and out.is_dir():
+        raise StealBenchError(f"--out {out} is a directory; give a file path")
+    if args.retrain:
+        import benchmark.zoo as zoo
+
+        zoo.FORCE_RETRAIN = True
+    result = run(cfg, progress=not args.quiet)
+    result.write(out)
+    print(scores_table(result.to_json()))
+    print(f"result written to {out}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from benchmark.data import QUERY_SETS, TASKS
+    from benchmark.options import option_fields
+    from benchmark.plugins import ATTACKS, DEFENSES, VICTIMS
+
+    for title, reg in (("attacks", ATTACKS), ("defenses", DEFENSES), ("victims", VICTIMS)):
+        print(f"{title}:")
+        for name in reg.names():
+            cls = reg[name]
+            doc = (cls.__doc__ or "").strip().splitlines()
+            print(f"  {name:<16} {doc[0] if doc else ''}")
+            if args.options and dataclasses.is_dataclass(cls):
+                for fname, f in option_fields(cls).items():
+                    default = f.default if f.default is not dataclasses.MISSING else "(required)"
+                    print(f"      {fname} = {default}")
+    print("datasets:\n  " + ", ".join(TASKS.names()))
+    print("query sets:\n  " + ", ".join(QUERY_SETS.names()))
+    return 0
+
+
+def cmd_victims(args: argparse.Namespace) -> int:
+    from benchmark.options import parse_kv
+    from benchmark.victims_info import victims_info
+
+    print(victims_info(args.name, args.dataset, parse_kv(args.victim_opt, "victim"), args.json))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        handler = {"run": cmd_run, "list": cmd_list, "victims": cmd_victims}[args.command]
+        return handler(args)
+    except StealBenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing half-written was kept", file=sys.stderr)
+        return 130

@@ -1,0 +1,76 @@
+"""Scores, defined once so every attack is scored the same way (DESIGN.md, Metrics).
+
+- acc: stolen model's accuracy with its own early exits on the victim's test set
+- clo: share of test samples leaving the stolen model at the same exit (index) as the victim
+- fidelity: same label as the victim; clo_and_fidelity: both at once
+- cc_flops: mean FLOPs per test sample under early exit; cc_ratio: over the victim's
+- exit_accuracy: the attack's inferred exits vs the victim's true exits on its queries
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from benchmark.data import Split
+from victims.base import MultiExitNet
+
+
+@dataclass(frozen=True)
+class ExitRun:
+    pred: Tensor
+    exits: Tensor
+
+
+@torch.no_grad()
+def run_early_exit(model: MultiExitNet, data: Split, device: str, batch: int = 512) -> ExitRun:
+    model.eval()
+    preds, exits = [], []
+    for start in range(0, len(data), batch):
+        out = model.early_exit(data.images(slice(start, start + batch), device))
+        preds.append(out.logits.argmax(1).cpu())
+        exits.append(out.exits.cpu())
+    return ExitRun(torch.cat(preds), torch.cat(exits))
+
+
+def mean_flops(model: MultiExitNet, exits: Tensor) -> float:
+    flops = torch.tensor(model.exit_flops(), dtype=torch.float64)
+    return float(flops[exits].mean())
+
+
+def exit_histogram(exits: Tensor, num_exits: int) -> list[float]:
+    counts = torch.bincount(exits, minlength=num_exits).double()
+    return (counts / counts.sum()).tolist()
+
+
+def compare(victim: MultiExitNet, stolen: MultiExitNet, test: Split, device: str) -> dict:
+    """acc, clo, fidelity, cc of the stolen model against the victim on ``test``."""
+    v = run_early_exit(victim, test, device)
+    s = run_early_exit(stolen, test, device)
+    same_exit = s.exits == v.exits
+    same_label = s.pred == v.pred
+    victim_cc = mean_flops(victim, v.exits)
+    stolen_cc = mean_flops(stolen, s.exits)
+    return {
+        "acc": float((s.pred == test.y).double().mean()),
+        "victim_acc": float((v.pred == test.y).double().mean()),
+        "clo": float(same_exit.double().mean()),
+        "fidelity": float(same_label.double().mean()),
+        "clo_and_fidelity": float((same_exit & same_label).double().mean()),
+        "cc_flops": stolen_cc,
+        "victim_cc_flops": victim_cc,
+        "cc_ratio": stolen_cc / victim_cc,
+        "victim_exit_hist": exit_histogram(v.exits, victim.num_exits),
+        "stolen_exit_hist": exit_histogram(s.exits, stolen.num_exits),
+    }
+
+
+def exit_accuracy(true_exits: Tensor, inferred: Tensor) -> dict:
+    """Inferred vs true exits on the attack's queries, with the always-guess-the-commonest baseline."""
+    true_exits, inferred = true_exits.long(), inferred.long()
+    commonest = float(np.bincount(true_exits.numpy()).max() / len(true_exits))
+    return {"exit_accuracy": float((true_exits == inferred).double().mean()),
+            "exit_accuracy_baseline": commonest}

@@ -1,0 +1,119 @@
+"""The one path every run takes (DESIGN.md): config -> victim -> oracle -> defense -> attack ->
+scores -> Result. Everything the user can get wrong is validated before any heavy work."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from attacks.base import AttackContext
+from benchmark import energy
+from benchmark.config import RunConfig
+from benchmark.data import QUERY_SETS, TASKS, DataRequest
+from benchmark.errors import ConfigError
+from benchmark.metrics import compare, exit_accuracy, run_early_exit
+from benchmark.options import build_plugin, plugin_options
+from benchmark.oracle import VictimOracle
+from benchmark.paths import data_dir
+from benchmark.plugins import ATTACKS, DEFENSES, VICTIMS
+from benchmark.result import Result, environment
+from benchmark.timing import MeasuredTiming, SimulatedTiming, flops_profile
+from benchmark.zoo import latency_profile, load_or_train
+
+INPUT_SHAPE = (3, 32, 32)
+
+
+def check_device(device: str) -> None:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device is available on this machine")
+
+
+def run(cfg: RunConfig, progress: bool = True) -> Result:
+    spec = build_plugin(VICTIMS[cfg.victim], cfg.victim_options, "victim")
+    if getattr(spec, "kind", "multi-exit") == "relu-mlp":
+        from benchmark.exact import run_exact
+
+        return run_exact(cfg, progress)
+    attack = build_plugin(ATTACKS[cfg.attack], cfg.attack_options, "attack")
+    defense = build_plugin(DEFENSES[cfg.defense], cfg.defense_options, "defense")
+    if cfg.substitute_arch in (None, cfg.victim):
+        substitute = spec
+    else:
+        substitute = build_plugin(VICTIMS[cfg.substitute_arch], {}, "substitute")
+    budget = cfg.budget if cfg.budget is not None else attack.default_budget
+    attack.check_budget(budget)
+    check_device(cfg.device)
+    task_loader, query_loader = TASKS[cfg.dataset], QUERY_SETS[cfg.query_data]
+
+    req = DataRequest(Path(cfg.data_root) if cfg.data_root else data_dir(), cfg.download, cfg.data_seed,
+                      INPUT_SHAPE)
+    task = task_loader(req)
+    query = query_loader(req)
+    entry = load_or_train(spec, task, cfg.seed, cfg.device, progress)
+    victim = entry.model
+    if cfg.timing_profile == "flops":
+        profile = flops_profile(victim.exit_flops())
+    else:
+        profile = latency_profile(entry, cfg.device)
+    oracle = VictimOracle(victim, make_timing(cfg.timing, profile, cfg.seed), budget)
+    defended = defense.wrap(oracle, seed=cfg.seed)
+
+    ctx = AttackContext(seed=cfg.seed, device=cfg.device, substitute=substitute, progress=progress)
+    t0 = time.perf_counter()
+    stolen = attack.run(defended.black_box(), query, budget, ctx)
+    attack_seconds = time.perf_counter() - t0
+
+    scores = compare(victim, stolen.model, task.test, cfg.device)
+    if stolen.inferred_exits is not None:
+        true = run_early_exit(victim, type(query)(query.x[stolen.query_index], query.y[stolen.query_index]),
+                              cfg.device).exits
+        scores.update(exit_accuracy(true, stolen.inferred_exits))
+    else:
+        scores.update({"exit_accuracy": None, "exit_accuracy_baseline": None})
+    scores["queries"] = oracle.used
+    scores["attack_seconds"] = attack_seconds
+    scores.update(energy_scores(victim, stolen.model, task.test, cfg.device))
+
+    return Result(
+        config=cfg.to_json(),
+        scores=scores,
+        victim={"name": cfg.victim, "options": plugin_options(spec), "dataset": task.name,
+                "num_exits": victim.num_exits, "exit_flops": victim.exit_flops(),
+                "thresholds": victim.thresholds.tolist(), "latency_profile": profile.to_json(),
+                "cached": entry.cached, "train_seconds": entry.train_seconds},
+        defense={"name": cfg.defense, "acts_on": defense.acts_on, "options": plugin_options(defense),
+                 "cost": defense_cost(defense, VictimOracle(victim, make_timing(cfg.timing, profile, cfg.seed + 1),
+                                                            len(task.test)),
+                                      task.test, cfg.seed, defended.cost(), scores["victim_acc"])},
+        attack={"name": cfg.attack, "options": plugin_options(attack), "details": stolen.details,
+                "substitute_arch": substitute.name, "stolen_exit_flops": stolen.model.exit_flops()},
+        environment=environment(cfg.device),
+    )
+
+
+def make_timing(kind: str, profile, seed: int):
+    return SimulatedTiming(profile, seed) if kind == "simulated" else MeasuredTiming(profile)
+
+
+def defense_cost(defense, fresh_oracle, test, seed: int, during_attack: dict, victim_acc: float) -> dict:
+    """What the defense costs its owner: accuracy lost on the test set (answers as served through
+    a fresh deployment of the defense) and the mean latency it added to the attacker's queries."""
+    served = defense.wrap(fresh_oracle, seed=seed + 1)
+    labels = []
+    for start in range(0, len(test), 512):
+        labels.append(served.query(test.images(slice(start, start + 512))).probs.argmax(1))
+    defended_acc = float((torch.cat(labels) == test.y).double().mean())
+    return {"accuracy_lost": victim_acc - defended_acc, "defended_acc": defended_acc,
+            "added_latency_mean_s": during_attack["added_latency_mean_s"]}
+
+
+def energy_scores(victim, stolen, test, device: str, n: int = 512) -> dict:
+    """Joules per sample of early-exit inference, victim and stolen (null with a reason if no counter)."""
+    x = test.images(slice(0, n), device)
+    per_sample, reading = {}, None
+    for who, model in (("victim", victim), ("stolen", stolen)):
+        reading = energy.measure(lambda m=model: m.early_exit(x), len(x), device)
+        per_sample[who] = reading.joules_per_sample
+    return {"energy_j_per_sample": per_sample, "energy_source": reading.source, "energy_reason": reading.reason}

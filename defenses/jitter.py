@@ -1,0 +1,71 @@
+"""jitter: random extra latency on every response (a classic timing-channel defense).
+
+``size`` is the jitter's scale relative to the victim's exit-latency span (slowest minus fastest
+exit mean), so one setting means the same on every machine; ``dist`` picks uniform [0, size*span]
+or exponential with mean size*span/2. With ``keyed=true`` the jitter is a keyed pseudo-random
+function of the input bytes (HMAC-SHA256 with a secret drawn from the seed), so asking the same
+query again returns the same delay and repeating queries cannot average it away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from benchmark.errors import ConfigError
+from benchmark.oracle import Oracle, Response
+from benchmark.plugins import DEFENSES
+from defenses.base import Defense
+
+
+def exit_span(oracle: Oracle) -> float:
+    """Owner-side knowledge: slowest minus fastest exit mean latency (seconds)."""
+    profile = oracle.latency_profile
+    if profile is None or len(profile.mean) < 2:
+        return 1e-3
+    return float(max(profile.mean) - min(profile.mean))
+
+
+@DEFENSES.register("jitter")
+@dataclass(frozen=True)
+class Jitter(Defense):
+    acts_on = "timing"
+
+    size: float = 1.0
+    dist: str = "uniform"
+    keyed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            raise ConfigError(f"defense 'jitter': size must be >= 0, got {self.size}")
+        if self.dist not in ("uniform", "exponential"):
+            raise ConfigError(f"defense 'jitter': dist must be uniform or exponential, got {self.dist!r}")
+
+    def make_state(self, oracle: Oracle, seed: int) -> Any:
+        rng = np.random.default_rng([seed, 0x717])
+        key = rng.bytes(32)
+        return {"rng": rng, "key": key, "scale": self.size * exit_span(oracle)}
+
+    def _uniforms(self, state: dict, x: Tensor) -> np.ndarray:
+        if not self.keyed:
+            return state["rng"].random(len(x))
+        flat = x.detach().cpu().contiguous().numpy()
+        out = np.empty(len(x))
+        for i in range(len(x)):
+            digest = hmac.new(state["key"], flat[i].tobytes(), hashlib.sha256).digest()
+            out[i] = (int.from_bytes(digest[:8], "big") + 0.5) / 2.0**64
+        return out
+
+    def apply(self, state: Any, x: Tensor, response: Response) -> Response:
+        u = self._uniforms(state, x)
+        if self.dist == "uniform":
+            extra = u * state["scale"]
+        else:
+            extra = -np.log1p(-u) * state["scale"] / 2
+        return Response(response.probs, response.latency + torch.from_numpy(extra))

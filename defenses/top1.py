@@ -1,0 +1,24 @@
+"""top1: label-only answers, a one-hot vector of the victim's predicted class."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from benchmark.oracle import Response
+from benchmark.plugins import DEFENSES
+from defenses.base import Defense
+
+
+@DEFENSES.register("top1")
+@dataclass(frozen=True)
+class Top1(Defense):
+    acts_on = "output"
+
+    def apply(self, state: Any, x: Tensor, response: Response) -> Response:
+        probs = response.probs
+        onehot = F.one_hot(probs.argmax(1), probs.shape[1]).to(probs.dtype)
+        return Response(onehot, response.latency)

@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+
+from attacks.exits import estimate_exits
+
+
+def _latencies(means, stds, weights, n=10_000, seed=0):
+    rng = np.random.default_rng(seed)
+    exits = rng.choice(len(means), n, p=np.asarray(weights) / sum(weights))
+    lat = np.asarray(means)[exits] + np.asarray(stds)[exits] * rng.standard_normal(n)
+    return lat, exits
+
+
+@pytest.mark.parametrize("weights", [[0.25, 0.25, 0.25, 0.25], [0.64, 0.23, 0.03, 0.10], [0.7, 0.24, 0.01, 0.05]])
+def test_kde_recovers_known_exits(weights):
+    means, stds = [260e-6, 430e-6, 670e-6, 850e-6], [15e-6, 17e-6, 25e-6, 40e-6]
+    lat, exits = _latencies(means, stds, weights)
+    est = estimate_exits(lat)
+    assert est.num_exits == 4
+    # each boundary lies between the neighbouring exit means
+    for b, lo, hi in zip(est.boundaries, means[:-1], means[1:]):
+        assert lo < b < hi
+    assert (est.labels == exits).mean() > 0.99
+
+
+def test_kde_seven_exits():
+    means = [100e-6 * (k + 1) for k in range(7)]
+    lat, exits = _latencies(means, [5e-6] * 7, [1] * 7)
+    est = estimate_exits(lat)
+    assert est.num_exits == 7 and (est.labels == exits).mean() > 0.999
+
+
+def test_constant_latency_is_one_exit():
+    est = estimate_exits(np.full(500, 1e-3))
+    assert est.num_exits == 1 and (est.labels == 0).all()
+
+
+def test_uniform_jitter_hides_exits():
+    lat, exits = _latencies([260e-6, 430e-6, 670e-6, 850e-6], [15e-6] * 4, [1, 1, 1, 1])
+    rng = np.random.default_rng(1)
+    est = estimate_exits(lat + rng.random(len(lat)) * 600e-6)
+    assert (est.labels == exits).mean() < 0.8
