@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 from scipy.signal import find_peaks
 from scipy.stats import gaussian_kde
 
@@ -42,11 +43,11 @@ def estimate_exits(latency: np.ndarray, bandwidth: str | float = "scott", bw_sca
                             np.ones(2), 0.0)
     scale = hi - lo  # work on [0, 1] for conditioning; the KDE is scale-free
     z = (lat - lo) / scale
-    kde = gaussian_kde(z, bw_method=bandwidth)
+    kde = gaussian_kde(z, bw_method=bandwidth)  # bandwidth rule; the density itself is binned below
     kde.set_bandwidth(kde.factor * bw_scale)
     sigma = float(np.sqrt(kde.covariance[0, 0]))
     grid = np.linspace(-3 * sigma, 1 + 3 * sigma, grid_points)
-    density = kde(grid)
+    density = binned_density(z, grid, sigma)
     peaks, _ = find_peaks(np.concatenate([[0.0], density, [0.0]]), prominence=prominence * density.max())
     peaks = list(peaks - 1)
     peaks = _merge_modes(z, grid, density, peaks, max_valley, min_mass, max_exits)
@@ -54,6 +55,15 @@ def estimate_exits(latency: np.ndarray, bandwidth: str | float = "scott", bw_sca
     labels = np.searchsorted(grid[valleys], z, side="right").astype(np.int64)
     return ExitEstimate(len(peaks), lo + grid[valleys] * scale, labels, lo + grid * scale, density / scale,
                         sigma * scale)
+
+
+def binned_density(z: np.ndarray, grid: np.ndarray, sigma: float) -> np.ndarray:
+    """The Gaussian KDE evaluated on an even grid by binning and convolving (O(N + G log G) instead
+    of O(N G)); agrees with ``gaussian_kde(z)(grid)`` to within the bin width."""
+    dx = grid[1] - grid[0]
+    edges = np.append(grid - dx / 2, grid[-1] + dx / 2)
+    counts, _ = np.histogram(z, bins=edges)
+    return gaussian_filter1d(counts.astype(np.float64), sigma / dx, mode="constant", truncate=6.0) / (len(z) * dx)
 
 
 def _valleys(density: np.ndarray, peaks: list[int]) -> list[int]:

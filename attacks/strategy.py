@@ -27,30 +27,33 @@ def agreement(conf: np.ndarray, target: np.ndarray, thresholds: np.ndarray) -> i
     return int((exits_under(conf, thresholds) == target).sum())
 
 
-def best_threshold(conf: np.ndarray, target: np.ndarray, thresholds: np.ndarray, k: int) -> tuple[float, int]:
-    """Exact best t_k with the other thresholds fixed: (threshold, agreement)."""
-    n, big_k = conf.shape
+def best_threshold(conf: np.ndarray, target: np.ndarray, thresholds: np.ndarray, k: int,
+                   order: np.ndarray | None = None) -> tuple[float, int]:
+    """Exact best t_k with the other thresholds fixed: (threshold, agreement). ``order`` may give
+    the samples sorted by descending ``conf[:, k]`` (precomputed once per exit by the search)."""
+    big_k = conf.shape[1]
     reach = np.all(conf[:, :k] < thresholds[None, :k], axis=1)
+    if order is None:
+        order = np.argsort(-conf[:, k], kind="stable")
     before = ~reach
-    fixed = int((exits_under(conf[before], thresholds)[:, None] == target[before, None]).sum()) if before.any() else 0
+    fixed = int((exits_under(conf[before], thresholds) == target[before]).sum())
+    idx = order[reach[order]]  # reaching samples, by descending confidence at exit k
     if k + 1 < big_k:
-        later = k + 1 + exits_under(conf[reach, k + 1:], thresholds[k + 1:])
+        later = k + 1 + exits_under(conf[idx, k + 1:], thresholds[k + 1:])
     else:
-        later = np.full(int(reach.sum()), k)
-    tgt, c = target[reach], conf[reach, k]
+        later = np.full(len(idx), k)
+    tgt, c_sorted = target[idx], conf[idx, k]
     gain_continue = (later == tgt).astype(np.int64)
-    delta = (tgt == k).astype(np.int64) - gain_continue
     base = fixed + int(gain_continue.sum())
-    if len(c) == 0:
+    if len(idx) == 0:
         return NEVER, base
-    order = np.argsort(-c, kind="stable")
-    c_sorted, d_sorted, is_k = c[order], delta[order], tgt[order] == k
-    csum = np.cumsum(d_sorted)
-    group_end = np.append(c_sorted[1:] != c_sorted[:-1], True)  # last index of each tie group
+    is_k = tgt == k
+    csum = np.cumsum(is_k.astype(np.int64) - gain_continue)
+    new_group = np.append(True, c_sorted[1:] != c_sorted[:-1])
+    group_end = np.append(new_group[1:], True)  # last index of each tie group
+    group_id = np.cumsum(new_group) - 1
     # a tie group is a candidate if it contains a sample the victim sent to exit k
-    group_id = np.cumsum(np.append(True, c_sorted[1:] != c_sorted[:-1])) - 1
-    has_k = np.zeros(group_id[-1] + 1, dtype=bool)
-    np.logical_or.at(has_k, group_id, is_k)
+    has_k = np.bincount(group_id, weights=is_k) > 0
     valid = group_end & has_k[group_id]
     if not valid.any():
         return NEVER, base
@@ -60,14 +63,14 @@ def best_threshold(conf: np.ndarray, target: np.ndarray, thresholds: np.ndarray,
     return float(c_sorted[best]), base + int(csum[best])
 
 
-def _ascend(conf: np.ndarray, target: np.ndarray, t: np.ndarray, order: list[int], max_passes: int) -> tuple[
-        np.ndarray, int]:
-    """Coordinate ascent from ``t`` visiting exits in ``order`` until no single change improves."""
+def _ascend(conf: np.ndarray, target: np.ndarray, t: np.ndarray, visit: list[int], orders: list[np.ndarray],
+            max_passes: int) -> tuple[np.ndarray, int]:
+    """Coordinate ascent from ``t`` visiting exits in ``visit`` until no single change improves."""
     score = agreement(conf, target, t)
     for _ in range(max_passes):
         improved = False
-        for k in order:
-            cand, cand_score = best_threshold(conf, target, t, k)
+        for k in visit:
+            cand, cand_score = best_threshold(conf, target, t, k, orders[k])
             if cand_score > score:
                 t[k], score, improved = cand, cand_score, True
         if not improved:
@@ -87,9 +90,10 @@ def search_thresholds(conf: np.ndarray, target: np.ndarray, max_passes: int = 20
     medians = np.array([np.median(conf[target == k, k]) if (target == k).any() else NEVER
                         for k in range(k_exits - 1)] + [0.0])
     front, back = list(range(k_exits - 1)), list(range(k_exits - 2, -1, -1))
+    orders = [np.argsort(-conf[:, k], kind="stable") for k in range(k_exits - 1)]
     best_t, best = closed.copy(), -1
-    for start, order in ((closed, front), (closed, back), (medians, front)):
-        t, score = _ascend(conf, target, start.copy(), order, max_passes)
+    for start, visit in ((closed, front), (closed, back), (medians, front)):
+        t, score = _ascend(conf, target, start.copy(), visit, orders, max_passes)
         if score > best:
             best_t, best = t, score
     return best_t, best

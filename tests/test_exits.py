@@ -40,3 +40,17 @@ def test_uniform_jitter_hides_exits():
     rng = np.random.default_rng(1)
     est = estimate_exits(lat + rng.random(len(lat)) * 600e-6)
     assert (est.labels == exits).mean() < 0.8
+
+
+def test_binned_density_matches_exact_kde():
+    from scipy.stats import gaussian_kde
+
+    from attacks.exits import binned_density
+
+    rng = np.random.default_rng(0)
+    z = np.concatenate([rng.normal(0.2, 0.02, 3000), rng.normal(0.7, 0.05, 1000)])
+    kde = gaussian_kde(z)
+    sigma = float(np.sqrt(kde.covariance[0, 0]))
+    grid = np.linspace(-0.2, 1.2, 4096)
+    exact, binned = kde(grid), binned_density(z, grid, sigma)
+    assert np.abs(exact - binned).max() < 0.01 * exact.max()
