@@ -1,3 +1,4 @@
 """In-tree attacks; importing this package registers them."""
 
+from attacks import esa, knockoff, noise  # noqa: F401, I001
 from attacks import ours  # noqa: F401

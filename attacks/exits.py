@@ -12,6 +12,7 @@ the default kernel is half of Scott's (``bw_scale``). A mode counts when its pro
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,7 +68,7 @@ def binned_density(z: np.ndarray, grid: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def _valleys(density: np.ndarray, peaks: list[int]) -> list[int]:
-    return [a + int(np.argmin(density[a:b + 1])) for a, b in zip(peaks[:-1], peaks[1:])]
+    return [a + int(np.argmin(density[a:b + 1])) for a, b in itertools.pairwise(peaks)]
 
 
 def _merge_modes(z: np.ndarray, grid: np.ndarray, density: np.ndarray, peaks: list[int], max_valley: float,

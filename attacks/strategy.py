@@ -3,10 +3,11 @@
 Find thresholds t_1..t_{K-1} (the last exit always fires) maximising the number of query samples
 whose first exit with confidence >= t_k equals the exit the victim used. Enumerating the N^K
 candidate combinations is hopeless; instead the candidates for t_k are the confidences of the
-samples the victim sent to exit k (plus "never"), and we run coordinate ascent from three
-starts (all exits closed visited front to back, the same back to front, per-exit medians). One coordinate's optimum is found exactly in one sorted sweep: the samples
-reaching exit k either leave there (correct iff their target is k) or continue to a fixed
-outcome, so the count is a prefix sum over samples sorted by confidence. O(K N log N) per pass.
+samples the victim sent to exit k (plus "never"), and we run coordinate ascent from three starts
+(all exits closed, visited front to back; the same back to front; per-exit medians). One
+coordinate's optimum is found exactly in one sorted sweep: the samples reaching exit k either
+leave there (correct iff their target is k) or continue to a fixed outcome, so the count is a
+prefix sum over samples sorted by confidence. O(K N log N) per pass.
 """
 
 from __future__ import annotations

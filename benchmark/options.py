@@ -35,9 +35,9 @@ def _convert(value: Any, tp: Any, name: str, owner: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
-            if type(None) in args:
-                return None
+        is_null = value is None or (isinstance(value, str) and value.lower() in ("none", "null", ""))
+        if is_null and type(None) in args:
+            return None
         errors = []
         for arg in args:
             if arg is type(None):
@@ -77,7 +77,8 @@ def _convert(value: Any, tp: Any, name: str, owner: str) -> Any:
             elem = args[0] if args else str
             return tuple(_convert(v, elem, name, owner) for v in items)
     except (TypeError, ValueError):
-        raise ConfigError(f"{owner}: bad value {value!r} for {name} (expected {getattr(tp, '__name__', tp)})")
+        expected = getattr(tp, "__name__", tp)
+        raise ConfigError(f"{owner}: bad value {value!r} for {name} (expected {expected})") from None
     return value
 
 

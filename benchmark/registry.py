@@ -7,6 +7,7 @@ group ``stealbench.<kind>`` (e.g. ``stealbench.defenses``), loaded on first look
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 from collections.abc import Callable, Iterator
@@ -44,10 +45,8 @@ class Registry(Generic[T]):
             raise StealBenchError(f"duplicate {self.kind} name {name!r}: already registered by "
                                   f"{_where(self._items[name])}")
         self._items[name] = obj
-        try:
+        with contextlib.suppress(AttributeError, TypeError):
             obj.name = name  # type: ignore[attr-defined]
-        except (AttributeError, TypeError):
-            pass
 
     def _load_entry_points(self) -> None:
         if self._entry_points_loaded:

@@ -23,7 +23,7 @@ def instance():
 
 def test_threshold_search_100k_7_exits(benchmark, instance):
     conf, target = instance
-    t, score = benchmark.pedantic(search_thresholds, args=(conf, target), rounds=3, iterations=1)
+    _, score = benchmark.pedantic(search_thresholds, args=(conf, target), rounds=3, iterations=1)
     assert score >= 0.8 * len(target)
 
 

@@ -10,7 +10,7 @@ from attacks.strategy import NEVER, agreement, best_threshold, exits_under, sear
 def brute_force(conf, target):
     """Global optimum over the candidate sets (victim-exit-k confidences plus 'never')."""
     k_exits = conf.shape[1]
-    cands = [sorted(set(conf[target == k, k].tolist())) + [NEVER] for k in range(k_exits - 1)]
+    cands = [[*sorted(set(conf[target == k, k].tolist())), NEVER] for k in range(k_exits - 1)]
     best = -1
     for combo in itertools.product(*cands):
         t = np.array([*combo, 0.0])

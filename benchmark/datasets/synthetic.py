@@ -98,7 +98,7 @@ def _ood_family(fam: int, m: int, gen: torch.Generator, size: int) -> Tensor:
     if fam == 0:  # plaid: two gratings
         g1 = _grating(u(m) * math.pi, 1 + 5 * u(m), u(m) * 6.3, size)
         g2 = _grating(u(m) * math.pi, 1 + 5 * u(m), u(m) * 6.3, size)
-        x = 0.5 + 0.25 * (c1[:, :, None, None] - 0.5) * 2 * g1[:, None] + 0.25 * (c2[:, :, None, None] - 0.5) * 2 * g2[:, None]
+        x = 0.5 + 0.5 * ((c1[:, :, None, None] - 0.5) * g1[:, None] + (c2[:, :, None, None] - 0.5) * g2[:, None])
     elif fam == 1:  # gaussian blobs
         x = 0.2 + 0.6 * u(m, 3, 1, 1)
         for _ in range(3):
