@@ -63,6 +63,45 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--dataset", default="synthetic")
     info.add_argument("--victim-opt", dest="victim_opt", action="append", default=[], metavar="KEY=VALUE")
     info.add_argument("--json", action="store_true")
+
+    sw = sub.add_parser("sweep", help="run the attack x defense x victim x dataset x seed grid, one job per cell",
+                        description="Entries: NAME[:KEY=VALUE[:KEY=VALUE...]], comma-separated, e.g. "
+                                    "--defenses none,jitter:size=2:keyed=true,padding. See docs/sweeps.md.")
+    sw.add_argument("--config", help="TOML or YAML sweep file (flags override it)")
+    sw.add_argument("--attacks", help="e.g. ours,knockoff or ours,ours:repeats=4")
+    sw.add_argument("--defenses", help="e.g. none,jitter:size=2,padding")
+    sw.add_argument("--victims", help="e.g. sdn-tiny,sdn-vgg16:epochs=20")
+    sw.add_argument("--datasets", help="e.g. synthetic,cifar10")
+    sw.add_argument("--seeds", help="e.g. 0,1,2 or 0-4")
+    for kind in ("attack", "defense", "victim"):
+        sw.add_argument(f"--{kind}-opt", dest=f"{kind}_opt", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"option for every {kind} entry (repeatable; an entry's own options win)")
+    sw.add_argument("--query-data", dest="query_data")
+    sw.add_argument("--budget", type=int, help="query budget of every job (default: each attack's)")
+    sw.add_argument("--data-seed", dest="data_seed", type=int)
+    sw.add_argument("--timing", choices=("simulated", "measured"))
+    sw.add_argument("--timing-profile", dest="timing_profile", choices=("calibrated", "flops"))
+    sw.add_argument("--device", help="cpu (default) or cuda (with --executor ray each CUDA job gets a GPU)")
+    sw.add_argument("--substitute-arch", dest="substitute_arch")
+    sw.add_argument("--data-root", dest="data_root")
+    sw.add_argument("--download", action="store_true", default=None)
+    sw.add_argument("--out", required=True, help="folder of results: one <job>.json (or <job>.error.json) per cell")
+    sw.add_argument("--executor", choices=("local", "ray"), default="local",
+                    help="local: a process pool on this machine (default); ray: Ray tasks")
+    sw.add_argument("--workers", type=int, help="parallel jobs (local: processes, default min(cores, jobs); "
+                                                "ray: CPUs of the local Ray instance)")
+    sw.add_argument("--cpus-per-job", dest="cpus_per_job", type=int,
+                    help="torch threads (and Ray CPUs) per job (default local: cores // workers; ray: 1)")
+    sw.add_argument("--address", help="Ray cluster to join, e.g. auto or ray://head:10001 (default: a local Ray)")
+    sw.add_argument("--no-retry-failed", dest="retry_failed", action="store_false",
+                    help="leave jobs that failed before as they are (default: retry them)")
+    sw.add_argument("--dry-run", action="store_true", help="list the jobs and their state; run nothing")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    rp = sub.add_parser("report", help="summary table (CSV) and plots (PNG) of a folder of results")
+    rp.add_argument("results_dir")
+    rp.add_argument("--out", help="where to write (default: RESULTS_DIR/report)")
+    rp.add_argument("--no-plots", dest="plots", action="store_false", help="tables only")
     return p
 
 
@@ -138,10 +177,70 @@ def cmd_victims(args: argparse.Namespace) -> int:
     return 0
 
 
+SWEEP_SHARED_FLAGS = ("query_data", "budget", "data_seed", "timing", "timing_profile", "device", "substitute_arch",
+                      "data_root", "download")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from benchmark.config import load_config_file
+    from benchmark.options import parse_kv
+    from benchmark.runner import check_device
+    from benchmark.sweep import AXES, STATE_DONE, build_spec, describe, job_state, run_sweep
+
+    settings: dict = load_config_file(args.config) if args.config else {}
+    for name in (*AXES, *SWEEP_SHARED_FLAGS):
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
+    for kind in ("attack", "defense", "victim"):
+        opts = parse_kv(getattr(args, f"{kind}_opt"), kind)
+        if opts:
+            base = settings.get(f"{kind}_options") or {}
+            settings[f"{kind}_options"] = {**(base if isinstance(base, dict) else {}), **opts}
+    jobs = build_spec(settings, source=args.config or "flags").jobs()
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise StealBenchError(f"--out {out} is a file; give a folder")
+    if args.dry_run:
+        print(describe(jobs, out))
+        return 0
+    if args.executor == "local":
+        for device in {job.config.device for job in jobs}:
+            check_device(device)
+    try:
+        summary = run_sweep(jobs, out, args.executor, args.workers, args.cpus_per_job, args.address,
+                            args.retry_failed, progress=not args.quiet)
+    except KeyboardInterrupt:
+        done = sum(job_state(job, out) == STATE_DONE for job in jobs)
+        print(f"interrupted: {done}/{len(jobs)} jobs complete in {out}, each file whole; run the same command "
+              f"again to finish the rest", file=sys.stderr)
+        return 130
+    print(summary.line())
+    print(f"results in {out}; summary: python -m benchmark report {out}")
+    failed = summary.failed + summary.skipped_failed
+    if failed:
+        print(f"error: {failed} of {len(jobs)} jobs failed; their errors are in {out}/*.error.json "
+              f"(first: {(summary.failures or ['?'])[0]}); run the same command again to retry them",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from benchmark.report import write_report
+
+    text, files = write_report(args.results_dir, args.out, plots=args.plots)
+    print(text)
+    out = Path(args.out) if args.out else Path(args.results_dir) / "report"
+    print(f"{len(files)} files written to {out} (runs.csv, summary.csv, summary.md"
+          f"{', PNG plots' if args.plots else ''})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        handler = {"run": cmd_run, "list": cmd_list, "victims": cmd_victims}[args.command]
+        handler = {"run": cmd_run, "list": cmd_list, "victims": cmd_victims, "sweep": cmd_sweep,
+                   "report": cmd_report}[args.command]
         return handler(args)
     except StealBenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
