@@ -1,10 +1,15 @@
 """Scores, defined once so every attack is scored the same way (DESIGN.md, Metrics).
 
 - acc: stolen model's accuracy with its own early exits on the victim's test set
-- clo: share of test samples leaving the stolen model at the same exit (index) as the victim
+- clo: share of test samples leaving the stolen model at the same exit as the victim. When the
+  attacker estimated a different number of exits (K' != K), exits are matched by their place in
+  the sequence: the stolen model's j-th of K' exits is taken as the victim's exit i whose relative
+  position (i+1)/K is nearest to (j+1)/K' (ties to the deeper exit), so a single-exit substitute
+  counts as leaving at the victim's last exit. With K' == K this is plain index equality.
 - fidelity: same label as the victim; clo_and_fidelity: both at once
 - cc_flops: mean FLOPs per test sample under early exit; cc_ratio: over the victim's
-- exit_accuracy: the attack's inferred exits vs the victim's true exits on its queries
+- exit_accuracy: the attack's inferred exits (matched the same way) vs the victim's true exits
+  on its queries; exit_accuracy_baseline: always guessing the victim's commonest exit
 """
 
 from __future__ import annotations
@@ -41,6 +46,18 @@ def mean_flops(model: MultiExitNet, exits: Tensor) -> float:
     return float(flops[exits].mean())
 
 
+def align_exits(exits: Tensor, k_from: int, k_to: int) -> Tensor:
+    """Map exit indices of a K'=k_from-exit model onto a K=k_to-exit model by relative position."""
+    if k_from == k_to:
+        return exits
+    pos_from = (torch.arange(k_from, dtype=torch.float64) + 1) / k_from
+    pos_to = (torch.arange(k_to, dtype=torch.float64) + 1) / k_to
+    dist = (pos_from[:, None] - pos_to[None, :]).abs()
+    # nearest, ties to the deeper exit: pick the last index among the minima
+    best = k_to - 1 - torch.argmin(dist.flip(1), dim=1)
+    return best[exits]
+
+
 def exit_histogram(exits: Tensor, num_exits: int) -> list[float]:
     counts = torch.bincount(exits, minlength=num_exits).double()
     return (counts / counts.sum()).tolist()
@@ -50,7 +67,7 @@ def compare(victim: MultiExitNet, stolen: MultiExitNet, test: Split, device: str
     """acc, clo, fidelity, cc of the stolen model against the victim on ``test``."""
     v = run_early_exit(victim, test, device)
     s = run_early_exit(stolen, test, device)
-    same_exit = s.exits == v.exits
+    same_exit = align_exits(s.exits, stolen.num_exits, victim.num_exits) == v.exits
     same_label = s.pred == v.pred
     victim_cc = mean_flops(victim, v.exits)
     stolen_cc = mean_flops(stolen, s.exits)
@@ -68,9 +85,10 @@ def compare(victim: MultiExitNet, stolen: MultiExitNet, test: Split, device: str
     }
 
 
-def exit_accuracy(true_exits: Tensor, inferred: Tensor) -> dict:
+def exit_accuracy(true_exits: Tensor, inferred: Tensor, k_true: int, k_inferred: int) -> dict:
     """Inferred vs true exits on the attack's queries, with the always-guess-the-commonest baseline."""
-    true_exits, inferred = true_exits.long(), inferred.long()
+    true_exits = true_exits.long()
+    inferred = align_exits(inferred.long(), k_inferred, k_true)
     commonest = float(np.bincount(true_exits.numpy()).max() / len(true_exits))
     return {"exit_accuracy": float((true_exits == inferred).double().mean()),
             "exit_accuracy_baseline": commonest}

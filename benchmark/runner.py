@@ -69,7 +69,8 @@ def run(cfg: RunConfig, progress: bool = True) -> Result:
     if stolen.inferred_exits is not None:
         true = run_early_exit(victim, type(query)(query.x[stolen.query_index], query.y[stolen.query_index]),
                               cfg.device).exits
-        scores.update(exit_accuracy(true, stolen.inferred_exits))
+        k_inferred = int(stolen.details.get("estimated_exits", stolen.model.num_exits))
+        scores.update(exit_accuracy(true, stolen.inferred_exits, victim.num_exits, k_inferred))
     else:
         scores.update({"exit_accuracy": None, "exit_accuracy_baseline": None})
     scores["queries"] = oracle.used
