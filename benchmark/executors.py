@@ -56,10 +56,10 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, workers: int, cpus_per_job: int) -> None:
+    def __init__(self, workers: int, cpus_per_job: int, fn=execute_job) -> None:
         import multiprocessing
 
-        self.workers, self.threads = workers, cpus_per_job
+        self.workers, self.threads, self.fn = workers, cpus_per_job, fn  # fn: a module-level function (tests)
         self._ctx = multiprocessing.get_context("spawn")
         self._pool: ProcessPoolExecutor | None = None
 
@@ -84,13 +84,13 @@ class LocalExecutor:
         if pool is None:
             return
         procs = list((getattr(pool, "_processes", None) or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
         for proc in procs:
             with contextlib.suppress(Exception):
                 proc.terminate()
         for proc in procs:
             with contextlib.suppress(Exception):
                 proc.join(timeout=10)
+        pool.shutdown(wait=True, cancel_futures=True)  # the pool sees its workers gone and cleans up
 
     def run(self, jobs: list[Job]) -> Iterator[tuple[Job, dict[str, Any]]]:
         pending = iter(jobs)
@@ -101,7 +101,7 @@ class LocalExecutor:
                 job = next(pending, None)
                 if job is None:
                     return
-                inflight[self._pool.submit(execute_job, job.config.to_json(), self.threads)] = job
+                inflight[self._pool.submit(self.fn, job.config.to_json(), self.threads)] = job
 
         top_up()
         while inflight:
@@ -201,7 +201,7 @@ def make_executor(kind: str, workers: int | None = None, cpus_per_job: int | Non
     if kind == "local":
         if address:
             raise ConfigError("--address is for --executor ray")
-        workers = workers or default_workers(len(jobs))
+        workers = min(workers, max(1, len(jobs))) if workers else default_workers(len(jobs))  # no idle processes
         cpus = cpus_per_job or max(1, (os.cpu_count() or 1) // workers)
         return LocalExecutor(workers, cpus)
     if kind == "ray":

@@ -378,14 +378,13 @@ def run_sweep(jobs: list[Job], out_dir: str | Path, executor: str = "local", wor
         todo_ids = {j.id for j in todo}
         summary.failures = [i for i, s in states.items() if s == STATE_FAILED and i not in todo_ids]
         summary.skipped_failed = len(summary.failures)
+        runner = make_executor(executor, workers=workers, cpus_per_job=cpus_per_job, address=address, jobs=todo)
         write_json(out_dir / "sweep.json", {"jobs": [j.id for j in jobs], "executor": executor,
                                             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         bar = Progress(len(jobs), summary.skipped, progress)
         bar.failed = summary.skipped_failed
         try:
             if todo:
-                runner = make_executor(executor, workers=workers, cpus_per_job=cpus_per_job, address=address,
-                                       jobs=todo)
                 with runner:
                     for job, outcome in runner.run(todo):
                         record(job, outcome, out_dir, executor, summary)
