@@ -1,0 +1,149 @@
+"""esa: ES Attack (Yuan, Ding, Zhang, Li, Wu, "ES Attack: Model Stealing Against Deep Neural Networks
+Without Data Hurdles", IEEE TETCI 6(5), 2022), the ``ESA`` row of the multi-exit paper's Table 1.
+
+The attacker owns no data; it alternates two steps for ``rounds`` = budget // ``syn_size`` rounds,
+so the total number of queries is rounds x synthetic set size (leftover budget is not spent):
+
+1. start: a synthetic set of ``syn_size`` random inputs (Gaussian noise, N(0, 1) after the models'
+   input normalisation, clipped to the image range);
+2. E-step (estimate): query the victim with the current synthetic set and train the substitute,
+   warm-started from the previous round, on the victim's soft answers for ``epochs`` epochs (the
+   paper's M = 10);
+3. S-step (synthesise), OPT-SYN: for every new input draw a random soft target
+   y ~ Dirichlet(``dirichlet_alpha`` * 1) and, from random noise, optimise the input x for
+   ``opt_steps`` steps (the paper's m = 30) with Adam (lr ``opt_lr`` = 0.01, the paper's) to
+   minimise the cross-entropy between y and the substitute's output on x (its final exit), keeping
+   x in [0, 1]; the result is the next round's synthetic set. No S-step follows the last round.
+
+As in the paper each E-step trains on the current round's synthetic set only; ``accumulate=true``
+trains on every answer bought so far instead (not in the paper). DNN-SYN, the paper's
+generator-based alternative, is not implemented. The concentration ``dirichlet_alpha`` defaults to
+1.0 (targets uniform over the probability simplex); we could not check the paper's value.
+
+Training differs from the paper's in the optimiser only: like every baseline
+(``attacks/baseline.py``) the substitute is trained on all exits with the suite's performance loss
+and Adam (lr 2e-3, batch 128), here with a fresh step schedule in each E-step. A ``val_fraction``
+of each round's queries is held out of training for the global-threshold SDN output strategy
+documented there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attacks.base import AttackContext, StolenModel
+from attacks.baseline import (
+    BaselineAttack,
+    as_split,
+    build_substitute,
+    finish,
+    holdout,
+    noise_images,
+    query_all,
+    train_substitute,
+)
+from benchmark.data import Split
+from benchmark.errors import ConfigError
+from benchmark.oracle import BlackBox
+from benchmark.plugins import ATTACKS
+from victims.base import MultiExitNet
+
+SYN_BATCH = 500
+
+
+def opt_syn(model: MultiExitNet, targets: Tensor, start: Tensor, steps: int, lr: float, device: str) -> Tensor:
+    """OPT-SYN: inputs (from ``start``, in [0, 1]) optimised with Adam so that the substitute's final
+    exit predicts the soft ``targets``; returns them in [0, 1] on the CPU."""
+    was = model.training
+    model.eval()
+    grads = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    out = []
+    try:
+        for s in range(0, len(start), SYN_BATCH):
+            x = start[s:s + SYN_BATCH].to(device).clone().requires_grad_(True)
+            y = targets[s:s + SYN_BATCH].to(device)
+            opt = torch.optim.Adam([x], lr=lr)
+            for _ in range(steps):
+                loss = -(y * F.log_softmax(model(x)[-1], 1)).sum(1).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    x.clamp_(0, 1)
+            out.append(x.detach().cpu())
+    finally:
+        for p, g in zip(model.parameters(), grads):
+            p.requires_grad_(g)
+        model.train(was)
+    return torch.cat(out)
+
+
+@ATTACKS.register("esa")
+@dataclass(frozen=True)
+class ESA(BaselineAttack):
+    """ES Attack (Yuan et al. 2022): alternate training on the victim's answers and OPT-SYN synthesis."""
+
+    step_name = "one round"
+
+    syn_size: int = 1000
+    opt_steps: int = 30
+    opt_lr: float = 0.01
+    dirichlet_alpha: float = 1.0
+    accumulate: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.syn_size < 2:
+            raise ConfigError(f"attack 'esa': syn_size must be >= 2, got {self.syn_size}")
+        if self.opt_steps < 0 or self.opt_lr <= 0 or self.dirichlet_alpha <= 0:
+            raise ConfigError("attack 'esa': need opt_steps >= 0, opt_lr > 0 and dirichlet_alpha > 0")
+
+    def step_size(self) -> int:
+        return self.syn_size
+
+    def run(self, oracle: BlackBox, query_data: Split, budget: int, ctx: AttackContext) -> StolenModel:
+        rounds = self.usable_budget(oracle, budget) // self.syn_size
+        gen = torch.Generator().manual_seed(ctx.seed)
+        rng = np.random.default_rng(ctx.seed)
+        size = self.syn_size
+        total = rounds * size
+        xs = torch.empty(total, *oracle.input_shape, dtype=torch.uint8)
+        targets = torch.empty(total, oracle.num_classes)
+        train_pos, val_pos = holdout(size, self.val_fraction, gen)
+        model = build_substitute(oracle, ctx)
+        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
+        seconds, log = 0.0, []
+
+        x = noise_images(size, oracle.input_shape, gen, "gaussian")
+        for r in range(rounds):
+            rows = slice(r * size, (r + 1) * size)
+            batch = as_split(x)
+            probs = query_all(oracle, batch, ctx, f"query victim (round {r + 1}/{rounds})")
+            xs[rows], targets[rows] = batch.x, probs
+            data = Split(xs[:(r + 1) * size], torch.zeros((r + 1) * size, dtype=torch.long))
+            first = 0 if self.accumulate else r
+            train_rows = torch.cat([k * size + train_pos for k in range(first, r + 1)])
+            for group in opt.param_groups:  # each E-step gets a fresh step schedule
+                group["lr"] = self.lr
+            seconds += train_substitute(model, data, targets, train_rows, self, ctx, f"E-step {r + 1}/{rounds}",
+                                        optimizer=opt, seed=ctx.seed + r)
+            log.append({"round": r + 1, "victim_mean_confidence": float(probs.max(1).values.mean()),
+                        "victim_labels_seen": int(probs.argmax(1).unique().numel())})
+            if r + 1 < rounds:  # S-step
+                y = torch.from_numpy(rng.dirichlet(np.full(oracle.num_classes, self.dirichlet_alpha), size)).float()
+                start = noise_images(size, oracle.input_shape, gen, "gaussian")
+                x = opt_syn(model, y, start, self.opt_steps, self.opt_lr, ctx.device)
+
+        data = Split(xs, torch.zeros(total, dtype=torch.long))
+        all_train = torch.cat([k * size + train_pos for k in range(rounds)])
+        all_val = torch.cat([k * size + val_pos for k in range(rounds)])
+        details = {"rounds": rounds, "syn_size": size, "queries": total, "unused_budget": budget - total,
+                   "accumulate": self.accumulate, "train_seconds": seconds, "per_round": log}
+        return finish(model, data, targets, all_train, all_val, self, ctx, details)

@@ -1,0 +1,182 @@
+"""Run every attack of the multi-exit paper's Table 1 with one seed and one budget and print a
+markdown table of acc, clo and cc_ratio beside the paper's VGG/CIFAR10 rows.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/compare_attacks.py            # embedded default
+    .venv/bin/python benchmarks/compare_attacks.py --budget 10000 --seed 0 --defense none
+
+Each run goes through ``benchmark.runner.run(RunConfig(...))``, exactly like ``python -m benchmark
+run``, and its Result JSON is written to ``--results`` (default ``results/compare-<victim>-<dataset>-
+<defense>-b<budget>-s<seed>/``); ``--reuse`` renders the table from those files where their
+configuration matches instead of running again. The paper's numbers are read from
+``../shared/reference/paper_table1.csv`` next to the repository root (``--paper-csv`` overrides).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+DEFAULT_PAPER_CSV = ROOT.parent / "shared" / "reference" / "paper_table1.csv"
+
+#: (row label, attack, attack options, paper method)
+ATTACK_ROWS: tuple[tuple[str, str, dict, str], ...] = (
+    ("ours", "ours", {}, "Ours"),
+    ("knockoff (random)", "knockoff", {"sampling": "random"}, "Knock"),
+    ("knockoff (adaptive)", "knockoff", {"sampling": "adaptive"}, "Knock"),
+    ("noise", "noise", {}, "Noise"),
+    ("esa", "esa", {}, "ESA"),
+)
+
+
+class CompareError(Exception):
+    """A one-line problem the script reports and exits on."""
+
+
+def read_paper_rows(path: Path, backbone: str = "VGG", dataset: str = "CIFAR10") -> dict[str, dict[str, float | None]]:
+    """The paper's Table 1 rows for one backbone and dataset: method -> {acc, clo, cc_ratio}
+    (acc and clo as fractions)."""
+    if not path.is_file():
+        raise CompareError(f"paper table not found at {path} (expected ../shared/reference/paper_table1.csv "
+                           f"next to the repository root; pass --paper-csv PATH)")
+    lines = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    rows: dict[str, dict[str, float | None]] = {}
+    for row in csv.DictReader(lines):
+        if row.get("backbone") == backbone and row.get("dataset") == dataset:
+            rows[row["method"]] = {"acc": _num(row, "acc", 100), "clo": _num(row, "clo", 100),
+                                   "cc_ratio": _num(row, "cc_ratio")}
+    if not rows:
+        raise CompareError(f"{path} has no rows for {backbone}/{dataset}")
+    return rows
+
+
+def _num(row: dict, key: str, scale: float = 1.0) -> float | None:
+    value = (row.get(key) or "").strip()
+    try:
+        return float(value) / scale if value else None
+    except ValueError:
+        raise CompareError(f"paper table: {key}={value!r} is not a number") from None
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def render_table(results: dict[str, dict], paper: dict[str, dict]) -> str:
+    """Markdown table: one row per attack (plus the victim), our scores beside the paper's."""
+    header = ("| attack | acc | clo | cc_ratio | fidelity | queries | paper acc | paper clo | paper cc_ratio |\n"
+              "|:--|--:|--:|--:|--:|--:|--:|--:|--:|")
+    lines = [header]
+    first = next(iter(results.values()))
+    pv = paper.get("Victim", {})
+    lines.append(f"| victim | {pct(first['scores']['victim_acc'])} | - | 1.00x | - | - | {pct(pv.get('acc'))} | - "
+                 f"| {ratio(pv.get('cc_ratio'))} |")
+    for label, _, _, method in ATTACK_ROWS:
+        if label not in results:
+            continue
+        s = results[label]["scores"]
+        p = paper.get(method, {})
+        lines.append(f"| {label} | {pct(s['acc'])} | {pct(s['clo'])} | {ratio(s['cc_ratio'])} | {pct(s['fidelity'])} "
+                     f"| {s['queries']} | {pct(p.get('acc'))} | {pct(p.get('clo'))} | {ratio(p.get('cc_ratio'))} |")
+    return "\n".join(lines)
+
+
+def ordering_checks(results: dict[str, dict]) -> list[str]:
+    """The paper's claims on this table, each as 'holds'/'FAILS' with the numbers."""
+    out = []
+    if "ours" not in results or len(results) < 2:
+        return out
+    s = {k: v["scores"] for k, v in results.items()}
+    best_clo = max(s, key=lambda k: s[k]["clo"])
+    closest = min(s, key=lambda k: abs(s[k]["cc_ratio"] - 1.0))
+    out.append(f"ours has the highest clo: {'holds' if best_clo == 'ours' else 'FAILS'} "
+               f"(highest: {best_clo}, {s[best_clo]['clo']:.4f}; ours {s['ours']['clo']:.4f})")
+    out.append(f"ours has the cc_ratio closest to 1: {'holds' if closest == 'ours' else 'FAILS'} "
+               f"(closest: {closest}, {s[closest]['cc_ratio']:.3f}; ours {s['ours']['cc_ratio']:.3f})")
+    if "noise" in s:
+        lowest = min(s, key=lambda k: s[k]["acc"])
+        out.append(f"noise has the lowest acc: {'holds' if lowest == 'noise' else 'FAILS'} "
+                   f"(lowest: {lowest}, {s[lowest]['acc']:.4f})")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--budget", type=int, default=10_000, help="query budget of every attack (default 10000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--defense", default="none")
+    p.add_argument("--victim", default="sdn-tiny")
+    p.add_argument("--dataset", default="synthetic")
+    p.add_argument("--query-data", dest="query_data", default="synthetic-ood")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--attacks", help="comma-separated row labels to run (default: all): "
+                   + ", ".join(label for label, *_ in ATTACK_ROWS))
+    p.add_argument("--results", type=Path, help="folder for the Result JSON files")
+    p.add_argument("--reuse", action="store_true", help="reuse Result files whose configuration matches")
+    p.add_argument("--paper-csv", dest="paper_csv", type=Path, default=DEFAULT_PAPER_CSV)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+
+    try:
+        paper = read_paper_rows(args.paper_csv)  # fail before any heavy work
+        wanted = [r for r in ATTACK_ROWS if not args.attacks or r[0] in args.attacks.split(",")]
+        unknown = set(args.attacks.split(",")) - {r[0] for r in ATTACK_ROWS} if args.attacks else set()
+        if unknown:
+            raise CompareError(f"unknown attack row(s) {', '.join(sorted(unknown))}")
+        results = run_all(args, wanted)
+    except CompareError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.victim} / {args.dataset}, queries from {args.query_data}, defense {args.defense}, "
+          f"budget {args.budget}, seed {args.seed}, device {args.device}; paper: Table 1, VGG / CIFAR10\n")
+    print(render_table(results, paper))
+    print()
+    for line in ordering_checks(results):
+        print("-", line)
+    return 0
+
+
+def run_all(args: argparse.Namespace, rows) -> dict[str, dict]:
+    from benchmark.config import RunConfig
+    from benchmark.errors import StealBenchError
+    from benchmark.runner import run
+
+    folder = args.results or ROOT / "results" / (f"compare-{args.victim}-{args.dataset}-{args.defense}"
+                                                 f"-b{args.budget}-s{args.seed}")
+    results = {}
+    for label, attack, opts, _ in rows:
+        cfg = RunConfig(attack=attack, defense=args.defense, victim=args.victim, dataset=args.dataset,
+                        query_data=args.query_data, budget=args.budget, seed=args.seed, device=args.device,
+                        attack_options=dict(opts))
+        path = folder / (label.replace(" ", "-").replace("(", "").replace(")", "") + ".json")
+        if args.reuse and path.is_file():
+            cached = json.loads(path.read_text())
+            if cached.get("config") == cfg.to_json():
+                results[label] = cached
+                print(f"[{label}] reused {path}", file=sys.stderr)
+                continue
+        t0 = time.perf_counter()
+        print(f"[{label}] running ...", file=sys.stderr)
+        try:
+            result = run(cfg, progress=not args.quiet)
+        except StealBenchError as exc:
+            raise CompareError(f"{label}: {exc}") from exc
+        result.write(path)
+        results[label] = result.to_json()
+        print(f"[{label}] done in {time.perf_counter() - t0:.0f}s -> {path}", file=sys.stderr)
+    return results
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
