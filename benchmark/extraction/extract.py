@@ -18,9 +18,12 @@ import numpy as np
 from benchmark.extraction.access import Access, OutOfBudget, estimate_noise
 from benchmark.extraction.critical_points import Line, random_line, sweep_line
 from benchmark.extraction.network import PartialNetwork
+from benchmark.extraction.precision import refine_layer_row
 from benchmark.extraction.signatures import (
+    Jump,
     Neuron,
     Signature,
+    UnionFind,
     fingerprint,
     first_layer_probes,
     group_fingerprints,
@@ -31,7 +34,7 @@ from benchmark.extraction.signatures import (
     refit_hyperplane,
     solve_signature,
 )
-from benchmark.extraction.signs import recover_signs
+from benchmark.extraction.signs import layer_values, point_on_neuron, recover_signs
 from benchmark.extraction.solve import (
     OutputLayer,
     sample_inputs,
@@ -57,7 +60,9 @@ class Settings:
     line_length: float = 3.0
     lines: int = 4
     max_lines: int = 64
+    patience: int = 10
     min_support: int = 3
+    refine: bool = True
     time_limit: float = 0.0
     progress: bool = False
 
@@ -76,6 +81,9 @@ class LayerLog:
     lines: int = 0
     critical_points: int = 0
     signatures: int = 0
+    precision_seconds: float = 0.0
+    precision_queries: int = 0
+    rows_not_refined: int = 0
     hard_neurons: int = 0
     min_sign_confidence: float | None = None
     signs_fixed_by_output_solve: int = 0
@@ -302,8 +310,11 @@ class Extraction:
         n_prev, n_l = self.sizes[layer - 1], self.sizes[layer]
         last = layer == len(self.sizes) - 2
         sigs: dict[tuple[int, int], Signature] = {}
+        jumps: dict[tuple[int, int], Jump] = {}
         tried: set[tuple[int, int]] = set()
         rounds = 0
+        checked_signs = 0
+        best_complete, stalled = -1, 0
         while True:
             self.check_time()
             for key in self.all_kinks():
@@ -322,15 +333,25 @@ class Extraction:
                                     self.s.scale)
                 if jump is None:
                     continue
-                sig = solve_signature(jump, self.net, support, js)
-                if sig is None:
-                    continue
+                jumps[key] = jump
                 log.signatures += 1
-                if np.isfinite(sig.residual) and sig.residual > max(1e3 * sig.error, 1e-6):
-                    continue  # the recovered layers do not explain this jump: skip it
-                sigs[key] = sig
+                sig = solve_signature(jump, self.net, support, js)
+                if sig is not None and _explained_by_model(sig):
+                    sigs[key] = sig
+            if len(jumps) >= 10 and len(jumps) >= checked_signs + 10 and not self._verified.get(layer - 1):
+                checked_signs = len(jumps)  # check again whenever ten more jumps are in
+                flipped = self.repair_previous_signs(layer, list(jumps.values()))
+                if flipped:
+                    log.notes.append(f"layer {layer - 1}: signs of neurons {flipped} flipped (the layer "
+                                     f"{layer} gradient jumps were not explained with the wiggle's signs)")
+                    sigs = {}
+                    for key, jump in jumps.items():
+                        sig = solve_signature(jump, self.net)
+                        if sig is not None and _explained_by_model(sig):
+                            sigs[key] = sig
             keys = list(sigs)
-            groups = group_signatures([sigs[k] for k in keys])
+            groups = group_signatures([sigs[k] for k in keys], n_prev)
+            groups = join_groups(groups, [sigs[k] for k in keys], n_prev)
             cands = []
             for group in groups:
                 members = [keys[i] for i in group]
@@ -347,49 +368,168 @@ class Extraction:
                     and min(len(c.members) for c in chosen) >= self.s.min_support)
             if done:
                 return chosen
-            if len(self.lines) >= self.s.max_lines:
-                missing = n_l - sum(1 for c in chosen if c.complete)
-                log.notes.append(f"layer {layer}: {missing} of {n_l} neurons not found complete on "
-                                 f"{len(self.lines)} lines")
-                return [c for c in chosen if c.complete]
-            rounds += 1
             n_complete = sum(1 for c in cands if c.complete and len(c.members) >= self.s.min_support)
+            if n_complete > best_complete:
+                best_complete, stalled = n_complete, 0
+            else:
+                stalled += 1
+            if len(self.lines) >= self.s.max_lines or stalled > self.s.patience:
+                missing = n_l - sum(1 for c in chosen if c.complete)
+                why = "lines exhausted" if len(self.lines) >= self.s.max_lines else \
+                    f"no progress in {self.s.patience} rounds"
+                log.notes.append(f"layer {layer}: {missing} of {n_l} neurons not found complete on "
+                                 f"{len(self.lines)} lines ({why})")
+                full = [c for c in chosen if c.complete]
+                # fill up with the best partial rows (weights never seen are zero for now; the
+                # precision step may still find them)
+                partial = [c for c in sorted(cands, key=lambda c: -len(c.members))
+                           if not c.complete and len(c.members) >= self.s.min_support]
+                return full + partial[:n_l - len(full)]
+            rounds += 1
             targets = [c for c in sorted(cands, key=lambda c: -len(c.members)) if not c.complete]
             targets = targets[:max(n_l - n_complete, 0) + 2]
             made = 0
             for c in targets:
-                for coord in np.nonzero(~c.covered)[0][:2]:
-                    line = self.targeted_line(c, int(coord))
+                self.check_time()
+                missing = np.nonzero(~c.covered)[0]
+                # all missing coordinates at once, then single ones (the neuron's critical surface
+                # may not reach the region where all of them are active together)
+                subsets = [missing] + [np.array([int(self.rng.choice(missing))]) for _ in range(2)]
+                for subset in subsets[:1 if len(missing) == 1 else 3]:
+                    line = self.targeted_line(c, subset)
                     if line is not None:
                         sweep_line(self.access, line, min_step=self.min_step())
                         self.lines.append(line)
                         made += 1
             if made == 0 or rounds % 3 == 0:
                 self.sweep(2)
+            if rounds >= 2 and len([c for c in cands if len(c.members) >= 1]) < n_l:
+                # some neuron has never been seen critical: look where few neurons of layer l-1
+                # are active (a neuron with a large bias is critical only there)
+                for _ in range(2):
+                    line = self.exploration_line()
+                    if line is not None:
+                        sweep_line(self.access, line, min_step=self.min_step())
+                        self.lines.append(line)
 
-    def targeted_line(self, neuron: Neuron, coord: int) -> Line | None:
-        """A line meant to cross ``neuron`` where hidden coordinate ``coord`` (a neuron of layer
-        ``l-1``) is active, the one place its weight on ``coord`` can be seen: start from one of its
-        critical points, step just into the region where ``coord`` is active, and run along the
-        known part of the neuron's gradient while keeping ``coord``'s pre-activation constant."""
-        if len(self.lines) >= self.s.max_lines:
+    def repair_previous_signs(self, layer: int, jumps: list[Jump]) -> list[int]:
+        """Check the signs of layer ``layer - 1`` against the gradient jumps measured for layer
+        ``layer`` (query-free; our addition to the sign step, used where the wiggle is weakest).
+
+        A wrong sign for neuron ``j`` of layer ``l-1`` flips its activity in the recovered model:
+        wherever ``j`` is truly active but modelled inactive, the jump (measured along more probes
+        than unknowns) has a component the model cannot produce, a residual. For every jump the
+        model does not explain, each neuron ``j`` modelled inactive there is tried as active; if
+        that alone explains the jump, ``j`` gets a vote ("active here: its sign is wrong"). The
+        most voted neuron is flipped (at least two votes), and the vote repeated. Returns the
+        flipped neuron indices."""
+        flipped: list[int] = []
+        width = self.net.width
+        previous = None
+        for _ in range(width):
+            votes = np.zeros(width)
+            unexplained = 0
+            for jump in jumps:
+                sig = solve_signature(jump, self.net)
+                if sig is not None and _explained_by_model(sig):
+                    continue
+                unexplained += 1
+                h, _jac, zs, zjacs = self.net.local(jump.x)
+                active = h > 0
+                q = jump.probes.shape[1]
+                for j in np.nonzero(~active & (zs[-1] != 0))[0]:
+                    trial = active.copy()
+                    trial[j] = True
+                    support = np.nonzero(trial)[0]
+                    if support.size >= min(q, self.n0):
+                        continue  # no degree of freedom left to test the fit
+                    js = zjacs[-1][support]
+                    test = solve_signature(jump, self.net, support, js)
+                    if test is not None and _explained_by_model(test):
+                        votes[j] += 1
+            if previous is not None and unexplained >= previous:
+                self._flip_last(flipped.pop())  # the last flip explained nothing more: undo it
+                break
+            if unexplained <= 0.05 * len(jumps):
+                self._verified[layer - 1] = True  # the next layer's jumps confirm these signs
+                break
+            votes[flipped] = 0
+            j = int(np.argmax(votes))
+            if votes[j] < 2:
+                break
+            self._flip_last(j)
+            flipped.append(j)
+            previous = unexplained
+        return flipped
+
+    def _flip_last(self, j: int) -> None:
+        """Flip the sign of neuron ``j`` of the last recovered layer (and the stored copy)."""
+        self.net.weights[-1][j] *= -1
+        self.net.biases[-1][j] *= -1
+        idx = self.net.depth - 1
+        if idx < len(self.rows_all):
+            self.rows_all[idx][j] *= -1
+            self.biases_all[idx][j] *= -1
+
+    def exploration_line(self) -> Line | None:
+        """A random line through a region where only a few random neurons of the last recovered
+        layer are active (found by a least-norm step on the recovered layers, no query)."""
+        if len(self.lines) >= self.s.max_lines or self.net.depth == 0:
             return None
-        for key in neuron.members[:3]:
+        width = self.net.width
+        x = self.rng.normal(size=self.n0) * self.s.scale
+        chosen = self.rng.permutation(width)[:int(self.rng.integers(1, max(2, width // 4) + 1))]
+        sign = -np.ones(width)
+        sign[chosen] = 1.0
+        for _ in range(3):
+            _, _, zs, zjacs = self.net.local(x)
+            g = zjacs[-1]
+            norms = np.maximum(np.linalg.norm(g, axis=1), 1e-300)
+            target = 0.1 * self.s.scale * norms * sign
+            step, *_ = np.linalg.lstsq(g, target - zs[-1], rcond=None)
+            x = x + step
+        d = self.rng.normal(size=self.n0)
+        d /= np.linalg.norm(d)
+        half = 0.5 * self.half_length
+        return Line(len(self.lines), x, d, -half, half)
+
+    def targeted_line(self, neuron: Neuron, coords: np.ndarray) -> Line | None:
+        """A line meant to cross ``neuron`` where the hidden coordinates ``coords`` (neurons of
+        layer ``l-1`` never active at its critical points so far) are active, the only place its
+        weights on them can be seen: from one of its critical points, step (least norm) to where
+        all of them are slightly positive, then run along the known part of the neuron's gradient
+        while keeping their pre-activations constant (exactly so when layer ``l-1`` is the first)."""
+        if len(self.lines) >= self.s.max_lines or len(coords) == 0:
+            return None
+        order = self.rng.permutation(len(neuron.members))[:3]
+        for key in [neuron.members[i] for i in order]:
             x = self.kink_x(key)
             h, jac, zs, zjacs = self.net.local(x)
-            z, gi = zs[-1][coord], zjacs[-1][coord]
-            gg = float(gi @ gi)
-            if z > 0 or gg == 0:
+            # too many active neurons for the input dimension make a critical point unusable
+            # (expansive layers): switch off the weakest active ones to make room
+            active = np.nonzero(h > 0)[0]
+            excess = len(active) + len(coords) - (self.n0 - 2)
+            off = active[np.argsort(zs[-1][active])[:max(excess, 0)]] if excess > 0 else np.zeros(0, int)
+            cons = np.concatenate([coords, off]).astype(int)
+            z, g = zs[-1][cons], zjacs[-1][cons]
+            norms = np.linalg.norm(g, axis=1)
+            if np.any(norms == 0) or len(cons) >= self.n0:
                 continue
-            x0 = x + (-z + 0.05 * self.s.scale * np.sqrt(gg)) / gg * gi
+            target = 0.05 * self.s.scale * norms * np.where(np.arange(len(cons)) < len(coords), 1.0, -1.0)
+            step, *_ = np.linalg.lstsq(g, target - z, rcond=None)
+            x0 = x + step
             gk = (neuron.weights * (h > 0)) @ jac
-            d = gk - (gk @ gi) / gg * gi
-            if np.linalg.norm(d) < 1e-12 * max(np.linalg.norm(gk), 1e-300):
+            gk = gk + 0.3 * np.linalg.norm(gk) * self.rng.normal(size=self.n0) / np.sqrt(self.n0)
+            q, _ = np.linalg.qr(g.T)
+            d = gk - q @ (q.T @ gk)
+            if np.linalg.norm(d) < 1e-9 * max(np.linalg.norm(gk), 1e-300):
                 d = self.rng.normal(size=self.n0)
-                d -= (d @ gi) / gg * gi
-            d /= np.linalg.norm(d)
+                d -= q @ (q.T @ d)
+            norm = np.linalg.norm(d)
+            if norm == 0:
+                continue
             half = 0.25 * self.half_length
-            return Line(len(self.lines), x0, d, -half, half)
+            return Line(len(self.lines), x0, d / norm, -half, half)
         return None
 
     def _sides_hidden(self, neuron: Neuron, other: Neuron) -> np.ndarray:
@@ -399,139 +539,274 @@ class Extraction:
     # ---- the whole network -----------------------------------------------------------------
 
     def run(self) -> ExtractionResult:
+        """Extract every hidden layer (signatures, precision, signs), then the last layer; stop
+        cleanly (and say so) on budget, time or a layer that cannot be completed."""
         sizes = self.sizes
-        hidden_layers = len(sizes) - 2
-        logs = [LayerLog(layer=i + 1, neurons=sizes[i + 1]) for i in range(hidden_layers)]
-        unrecovered: list[str] = []
-        recovered = [np.zeros(n, dtype=bool) for n in sizes[1:-1]]
-        rows_all: list[np.ndarray] = []
-        biases_all: list[np.ndarray] = []
+        n_hidden = len(sizes) - 2
+        self.logs = [LayerLog(layer=i + 1, neurons=sizes[i + 1]) for i in range(n_hidden)]
+        self.rows_all: list[np.ndarray] = []
+        self.biases_all: list[np.ndarray] = []
+        self.recovered = [np.zeros(n, dtype=bool) for n in sizes[1:-1]]
+        self.output: OutputLayer | None = None
         output_log: dict[str, Any] = {}
         self_err = None
-        stop_reason = None
-        current = None
+        stop = None
+        layer = 0
         try:
-            t0 = time.perf_counter()
-            q0 = self.access.used
+            t0, q0 = time.perf_counter(), self.access.used
             estimate_noise(self.access, self.rng, self.s.scale)
-            logs[0].signature_queries += self.access.used - q0
-            logs[0].signature_seconds += time.perf_counter() - t0
-            for idx in range(hidden_layers):
-                current = idx
-                log = logs[idx]
-                layer = idx + 1
-                t0, q0 = time.perf_counter(), self.access.used
-                lines_before = len(self.lines)
-                try:
-                    neurons = self.first_layer(log) if layer == 1 else self.hidden_layer(layer, log)
-                finally:
-                    log.signature_seconds += time.perf_counter() - t0
-                    log.signature_queries += self.access.used - q0
-                    log.lines += len(self.lines) - lines_before
-                log.found = len(neurons)
-                rows = np.stack([n.weights for n in neurons]) if neurons else np.zeros((0, sizes[idx]))
-                biases = np.array([n.bias for n in neurons])
-                t0, q0 = time.perf_counter(), self.access.used
-                try:
-                    results = recover_signs(self.access, self.net, rows, biases, self.rng, self.s.scale,
-                                            self.s.sign_samples, self.s.hard_samples, self.s.easy_confidence,
-                                            self.s.wiggle) if len(rows) else []
-                finally:
-                    log.sign_seconds += time.perf_counter() - t0
-                    log.sign_queries += self.access.used - q0
+            self.logs[0].signature_seconds += time.perf_counter() - t0
+            self.logs[0].signature_queries += self.access.used - q0
+            for layer in range(1, n_hidden + 1):
+                rows, biases, results = self.extract_layer(layer)
                 signs = np.array([r.sign for r in results], dtype=np.float64)
-                log.hard_neurons = sum(r.hard for r in results)
-                log.min_sign_confidence = min((r.confidence for r in results), default=None)
-                self._pending_signs = (rows, biases, signs, results)
-                if len(neurons) < sizes[layer]:
-                    stop_reason = f"layer {layer}: {sizes[layer] - len(neurons)} of {sizes[layer]} neurons not found"
-                    rows_all.append(_pad(rows * signs[:, None], sizes[layer]))
-                    biases_all.append(_pad(biases * signs, sizes[layer]))
-                    recovered[idx][:len(neurons)] = [r.votes > 0 for r in results]
+                if len(rows) < sizes[layer] and (layer < n_hidden or len(rows) == 0):
+                    stop = (f"layer {layer}: only {len(rows)} of {sizes[layer]} neurons found; deeper layers "
+                            f"not extracted")
+                    self._keep(layer, rows, biases, signs, results)
                     break
-                if idx == hidden_layers - 1:
-                    break  # the last hidden layer's signs are checked by the output solve below
-                rows_all.append(rows * signs[:, None])
-                biases_all.append(biases * signs)
-                recovered[idx][:] = [r.votes > 0 for r in results]
-                self.net.add_layer(rows * signs[:, None], biases * signs)
-            else:
-                pass
-            current = None
-            if stop_reason is None:
-                rows, biases, signs, results = self._pending_signs
+                if layer < n_hidden:
+                    self._keep(layer, rows, biases, signs, results)
+                    continue
                 t0, q0 = time.perf_counter(), self.access.used
-                signs, fixed, out = self.output_layer(rows, biases, signs, results)
-                logs[-1].signs_fixed_by_output_solve = fixed
+                signs, out, extra = self.output_layer(rows, biases, signs, results)
                 output_log = {"seconds": time.perf_counter() - t0, "queries": self.access.used - q0,
-                              "residual": out.residual, "rank_deficient": out.rank_deficient}
-                rows_all.append(rows * signs[:, None])
-                biases_all.append(biases * signs)
-                recovered[-1][:] = [r.votes > 0 or f for r, f in zip(results, self._fixed_mask)]
-                self.net.add_layer(rows * signs[:, None], biases * signs)
+                              "residual": out.residual, "rank_deficient": bool(out.rank_deficient),
+                              "linear_path_neurons": 0 if extra is None else len(extra[0])}
+                self._keep(layer, rows, biases, signs, results, extra)
                 self.output = out
-                result = self._assemble(rows_all, biases_all, out)
-                self_err = self_check(self.access, lambda x: _predict(result[0], result[1], x), self.rng,
+                weights, biases_ = self._final_weights()
+                q0 = self.access.used
+                self_err = self_check(self.access, lambda x, w=weights, b=biases_: _predict(w, b, x), self.rng,
                                       self.n0, self.s.scale)
-                output_log["self_check_queries"] = 64
+                output_log["self_check_queries"] = self.access.used - q0
         except (OutOfBudget, OutOfTime) as exc:
-            stop_reason = f"stopped: {exc}" + (f" (while extracting layer {current + 1})" if current is not None
-                                               else "")
-        if stop_reason is not None:
-            unrecovered.append(stop_reason)
-        for idx, log in enumerate(logs):
+            stop = f"stopped while extracting layer {layer}: {exc}" if layer else f"stopped: {exc}"
+        unrecovered = [stop] if stop else []
+        for log in self.logs:
             unrecovered.extend(log.notes)
+        for idx, rec in enumerate(self.recovered):
             n = sizes[idx + 1]
-            if idx < len(recovered) and not recovered[idx].all():
-                missing = np.nonzero(~recovered[idx])[0]
-                if len(missing) < n or idx < len(rows_all):
-                    unrecovered.append(f"layer {idx + 1}: {len(missing)} of {n} neurons not recovered")
-                else:
-                    unrecovered.append(f"layer {idx + 1}: not extracted ({n} neurons)")
-        weights, biases = self._final_weights(rows_all, biases_all)
-        complete = stop_reason is None and all(r.all() for r in recovered) and (
-            self_err is not None and self_err < 1e-6)
+            if idx >= len(self.rows_all):
+                unrecovered.append(f"layer {idx + 1}: not extracted (all {n} neurons missing)")
+            elif not rec.all():
+                unrecovered.append(f"layer {idx + 1}: {int((~rec).sum())} of {n} neurons not recovered "
+                                   f"(indices {np.nonzero(~rec)[0].tolist()} of the extracted layer)")
+            results = getattr(self, "_results", {}).get(idx + 1, [])
+            hard = [i for i, r in enumerate(results) if r.confidence < self.s.easy_confidence]
+            if hard and not self._verified.get(idx + 1, False):
+                unrecovered.append(f"layer {idx + 1}: signs of neurons {hard} uncertain (wiggle majority below "
+                                   f"{self.s.easy_confidence:g})")
+        if self.output is None:
+            unrecovered.append("output layer: not solved (hidden layers incomplete); its weights are zeros")
         if self_err is not None and self_err >= 1e-6:
-            unrecovered.append(f"self-check: reconstruction differs from the oracle by up to {self_err:.3g} "
-                               f"(relative) on fresh queries")
-        return ExtractionResult(sizes, weights, biases, recovered, logs, output_log, _dedupe(unrecovered),
-                                complete, self.access.noise, self_err, time.perf_counter() - self.start,
-                                self.access.used)
+            unrecovered.append(f"self-check: the reconstruction differs from the oracle by up to {self_err:.3g} "
+                               f"(relative) on fresh queries, so some recovered rows or signs are wrong "
+                               f"(output noise floor {self.access.noise:.2g})")
+        weights, biases = self._final_weights()
+        complete = stop is None and all(r.all() for r in self.recovered) and self_err is not None and self_err < 1e-6
+        return ExtractionResult(sizes, weights, biases, self.recovered, self.logs, output_log,
+                                _dedupe(unrecovered), complete, self.access.noise, self_err,
+                                time.perf_counter() - self.start, self.access.used)
 
-    def output_layer(self, rows, biases, signs, results) -> tuple[np.ndarray, int, OutputLayer]:
-        """Solve the last layer linearly (Carlini et al.) on random queries; when the solve shows
-        wrong signs in the last hidden layer (``wrong_signs_from_solve``), flip them and solve
-        again. Uses the budget reserve."""
-        n_last, m = len(rows), self.sizes[-1]
-        n_prev = self.net.width
+    def extract_layer(self, layer: int):
+        """Signatures (critical points, grouping, fakes out), precision improvement, then signs by
+        neuron wiggle, each timed and counted. Returns (rows, biases, sign results)."""
+        log = self.logs[layer - 1]
+        last = layer == len(self.sizes) - 2
+        t0, q0, lines0 = time.perf_counter(), self.access.used, len(self.lines)
+        try:
+            neurons = self.first_layer(log) if layer == 1 else self.hidden_layer(layer, log)
+        finally:
+            log.signature_seconds += time.perf_counter() - t0
+            log.signature_queries += self.access.used - q0
+            log.lines += len(self.lines) - lines0
+        log.found = sum(1 for n in neurons if n.complete)
+        covered = [np.ones(self.sizes[layer - 1], bool) if n.covered is None else n.covered.copy() for n in neurons]
+        width = self.sizes[layer - 1]
+        anchors = [np.stack([self.kink_x(m) for m in n.members]) if n.members else None for n in neurons]
+        self._anchors = anchors
+        rows = np.stack([n.weights for n in neurons]) if neurons else np.zeros((0, width))
+        biases = np.array([n.bias for n in neurons], dtype=np.float64)
+        t1, q1 = time.perf_counter(), self.access.used
+        try:
+            rows, biases = self.improve_precision(rows, biases, log, anchors, covered)
+        finally:
+            log.precision_seconds += time.perf_counter() - t1
+            log.precision_queries += self.access.used - q1
+            log.signature_seconds += time.perf_counter() - t1
+            log.signature_queries += self.access.used - q1
+        t0, q0 = time.perf_counter(), self.access.used
+        hard_samples = self.s.sign_samples if last and self._solve_checks_signs(rows) else self.s.hard_samples
+        try:
+            results = recover_signs(self.access, self.net, rows, biases, self.rng, self.s.scale, self.s.sign_samples,
+                                    hard_samples, self.s.easy_confidence, self.s.wiggle,
+                                    anchors=anchors) if len(rows) else []
+        finally:
+            log.sign_seconds += time.perf_counter() - t0
+            log.sign_queries += self.access.used - q0
+        log.hard_neurons = sum(r.hard for r in results)
+        log.min_sign_confidence = min((r.confidence for r in results), default=None)
+        self._results = getattr(self, "_results", {})
+        self._results[layer] = results
+        return rows, biases, results
+
+    def improve_precision(self, rows: np.ndarray, biases: np.ndarray, log: LayerLog, anchors=None,
+                          covered=None):
+        """Carlini et al.'s precision improvement, row by row (``precision.refine_layer_row``).
+        A row with coordinates never seen (``covered``) is refitted with a looser shift limit,
+        which can find the missing weights; ``covered`` is updated in place."""
+        rows, biases = rows.copy(), biases.copy()
+        for k in range(len(rows)):
+            cov = None if covered is None else covered[k]
+            partial = cov is not None and not cov.all()
+            if not self.s.refine and not partial:
+                continue
+            self.check_time()
+            out = None
+            for _ in range(2):  # a second draw of points when the first fit is not clean
+                out = refine_layer_row(self.access, self.net, rows, biases, k, self.rng, self.s.scale,
+                                       anchors=None if anchors is None else anchors[k],
+                                       covered=cov, max_shift=1e-3 if partial else 1e-6)
+                if out is not None:
+                    break
+            if out is None:
+                log.rows_not_refined += 1
+                continue
+            rows[k], biases[k], _, seen = out
+            if partial:
+                cov |= seen
+                if cov.all():
+                    log.notes.append(f"layer {log.layer}: the precision step found the missing weights of "
+                                     f"a partial neuron")
+        if covered is not None:
+            self._partial = getattr(self, "_partial", {})
+            self._partial[log.layer] = [not c.all() for c in covered]
+        return rows, biases
+
+    def _solve_checks_signs(self, rows: np.ndarray) -> bool:
+        """The output solve can name wrong last-hidden-layer signs when the rows are independent."""
+        return len(rows) > 0 and len(rows) <= rows.shape[1] and np.linalg.matrix_rank(rows) == len(rows)
+
+    def _keep(self, layer: int, rows, biases, signs, results, extra=None) -> None:
+        n = self.sizes[layer]
+        rows = rows * signs[:, None] if len(rows) else np.zeros((0, self.sizes[layer - 1]))
+        biases = biases * signs if len(rows) else np.zeros(0)
+        if extra is not None and len(extra[0]):
+            rows = np.concatenate([rows, extra[0]])
+            biases = np.concatenate([biases, extra[1]])
+        self.rows_all.append(_pad(rows, n) if len(rows) else np.zeros((n, self.sizes[layer - 1])))
+        self.biases_all.append(_pad(biases, n) if len(rows) else np.zeros(n))
+        fixed = self._fixed.get(layer, np.zeros(len(results), dtype=bool))
+        partial = getattr(self, "_partial", {}).get(layer, [False] * len(results))
+        self.recovered[layer - 1][:len(results)] = [(r.votes > 0 or bool(f)) and not p
+                                                     for r, f, p in zip(results, fixed, partial)]
+        if len(rows) == n:
+            self.net.add_layer(rows, biases)
+
+    @property
+    def _verified(self) -> dict[int, bool]:
+        """Layers whose signs the output solve has checked (all of them, exactly)."""
+        if not hasattr(self, "_verified_layers"):
+            self._verified_layers: dict[int, bool] = {}
+        return self._verified_layers
+
+    @property
+    def _fixed(self) -> dict[int, np.ndarray]:
+        if not hasattr(self, "_fixed_masks"):
+            self._fixed_masks: dict[int, np.ndarray] = {}
+        return self._fixed_masks
+
+    def output_layer(self, rows, biases, signs, results):
+        """Solve the last layer linearly (Carlini et al.) on random queries. The same queries
+        settle the last hidden layer's signs (``wrong_signs_from_solve``): wrong ones are flipped;
+        if the solve cannot tell (dependent rows), hard neurons get more wiggle votes instead."""
+        layer = len(self.sizes) - 2
+        log = self.logs[-1]
+        n_last, n_prev = len(rows), self.net.width
         count = 2 * (n_last + n_prev + 1) + 16
-        x = sample_inputs(self.rng, count, self.n0, self.s.scale)
+        x = np.concatenate([sample_inputs(self.rng, count, self.n0, self.s.scale),
+                            self._straddle(rows, biases)])
         f = self.access.full(x, use_reserve=True)
-        fixed = 0
-        self._fixed_mask = np.zeros(n_last, dtype=bool)
-        wrong = wrong_signs_from_solve(self.net, rows, biases, signs, x, f)
-        if wrong is not None and wrong.any():
-            fixed = int(wrong.sum())
-            self._fixed_mask = wrong
-            signs = np.where(wrong, -signs, signs)
-        hidden = np.maximum((self.net.hidden(x) @ rows.T + biases) * signs, 0.0)
-        out = solve_output_layer(hidden, f)
-        del m
-        return signs, fixed, out
+        complete = n_last == self.sizes[-2] and not any(getattr(self, "_partial", {}).get(layer, []))
+        wrong = wrong_signs_from_solve(self.net, rows, biases, signs, x, f) if complete else None
+        self._verified[layer] = wrong is not None
+        if wrong is None:
+            hard = [k for k, r in enumerate(results) if r.confidence < self.s.easy_confidence]
+            if hard:
+                t0, q0 = time.perf_counter(), self.access.used
+                more = recover_signs(self.access, self.net, rows, biases, self.rng, self.s.scale,
+                                     self.s.hard_samples, self.s.hard_samples, self.s.easy_confidence,
+                                     self.s.wiggle, neurons=hard, anchors=self._anchors)
+                for k in hard:
+                    results[k] = more[k]
+                    results[k].hard = True
+                log.sign_seconds += time.perf_counter() - t0
+                log.sign_queries += self.access.used - q0
+                signs = np.array([r.sign for r in results], dtype=np.float64)
+            wrong = np.zeros(n_last, dtype=bool)
+        log.signs_fixed_by_output_solve = int(wrong.sum())
+        self._fixed[layer] = wrong.copy()
+        signs = np.where(wrong, -signs, signs)
+        hprev = self.net.hidden(x)
+        hidden = np.maximum((hprev @ rows.T + biases) * signs, 0.0)
+        n_full = self.sizes[-2]
+        if n_last == n_full:
+            return signs, solve_output_layer(hidden, f), None
+        return (signs, *self._linear_path(hidden, hprev, f, n_full - n_last))
 
-    def _assemble(self, rows_all, biases_all, out: OutputLayer):
-        return [*list(rows_all), out.weights], [*list(biases_all), out.bias]
+    def _linear_path(self, hidden: np.ndarray, hprev: np.ndarray, f: np.ndarray, slots: int):
+        """Last hidden layer incomplete (a neuron never seen critical, e.g. one whose large bias
+        keeps it active everywhere we looked): solve the output on ``[found neurons, h_{L-2}, 1]``;
+        the ``h_{L-2}`` part is what the missing neurons add while active, an affine map. It is
+        put in the free slots as always-active neurons (rank-r SVD, bias lifted above the
+        smallest value seen): the function is reproduced where they were active, their weights
+        are not the victim's (not identifiable from a neuron that never switches)."""
+        n_last = hidden.shape[1]
+        out = solve_output_layer(np.concatenate([hidden, hprev], axis=1), f)
+        v, u = out.weights[:, :n_last], out.weights[:, n_last:]  # (m, n_last), (m, n_prev)
+        left, sv, right = np.linalg.svd(u.T, full_matrices=False)  # u.T = left @ diag(sv) @ right
+        keep = [i for i in range(min(slots, len(sv))) if sv[i] > 1e-12 * max(sv[0], 1e-300)]
+        rows_x, biases_x, cols = [], [], []
+        bias = out.bias.copy()
+        for i in keep:
+            r = left[:, i]
+            vals = hprev @ r
+            beta = -float(vals.min()) + self.s.scale * (1.0 + float(np.abs(vals).max()))
+            rows_x.append(r)
+            biases_x.append(beta)
+            cols.append(sv[i] * right[i])
+            bias -= beta * sv[i] * right[i]
+        weights = np.concatenate([v] + [c[:, None] for c in cols], axis=1) if cols else v
+        extra = (np.array(rows_x).reshape(-1, hprev.shape[1]), np.array(biases_x))
+        self.logs[-1].notes.append(f"layer {len(self.sizes) - 2}: {slots} neuron(s) never seen critical; their "
+                                   f"effect where active is kept as {len(keep)} always-active linear neuron(s)")
+        return OutputLayer(weights, bias, out.residual, out.rank_deficient), extra
 
-    def _final_weights(self, rows_all, biases_all):
-        """A full weight set of the victim's shape: unrecovered neurons and layers are zeros."""
+    def _straddle(self, rows: np.ndarray, biases: np.ndarray) -> np.ndarray:
+        """Two inputs per neuron, one on each side of its hyperplane (computed on the recovered
+        layers, no query), so that every neuron switches within the output solve's queries."""
+        pts = []
+        for k in range(len(rows)):
+            x = point_on_neuron(self.net, rows, biases, k, self.rng, self.s.scale)
+            if x is None:
+                continue
+            _, _, _, grads, _, _ = layer_values(self.net, rows, biases, x)
+            u = grads[k] / max(np.linalg.norm(grads[k]), 1e-300)
+            r = 0.05 * self.s.scale
+            pts.extend([x + r * u, x - r * u])
+        return np.array(pts).reshape(-1, self.n0)
+
+    def _final_weights(self):
+        """A full weight set of the victim's shape: what is not recovered is zeros."""
         sizes = self.sizes
         weights, biases = [], []
         for i in range(len(sizes) - 1):
-            if i < len(rows_all):
-                weights.append(_pad_cols(rows_all[i], sizes[i]))
-                biases.append(np.asarray(biases_all[i], dtype=np.float64))
-            elif i == len(sizes) - 2 and hasattr(self, "output"):
-                weights.append(self.output.weights)
+            if i < len(self.rows_all):
+                weights.append(_pad_cols(self.rows_all[i], sizes[i]))
+                biases.append(np.asarray(self.biases_all[i], dtype=np.float64))
+            elif i == len(sizes) - 2 and self.output is not None:
+                weights.append(_pad_cols(self.output.weights, sizes[i]))
                 biases.append(self.output.bias)
             else:
                 weights.append(np.zeros((sizes[i + 1], sizes[i])))
@@ -540,7 +815,7 @@ class Extraction:
 
 
 def _pad(a: np.ndarray, n: int) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
+    a = np.array(a, dtype=np.float64)  # a copy
     if len(a) >= n:
         return a[:n]
     pad = np.zeros((n - len(a), *a.shape[1:]))
@@ -571,6 +846,37 @@ def _predict(weights, biases, x: np.ndarray) -> np.ndarray:
         if i < len(weights) - 1:
             h = np.maximum(h, 0.0)
     return h
+
+
+def _explained_by_model(sig: Signature) -> bool:
+    """Does the recovered model explain this jump (small residual on the extra probes)?"""
+    return not (np.isfinite(sig.residual) and sig.residual > max(1e3 * sig.error, 1e-6))
+
+
+def join_groups(groups: list[list[int]], sigs: list[Signature], width: int, tol: float = 1e-6) -> list[list[int]]:
+    """Groups of partial signatures that turn out to be one neuron (their unified rows agree on
+    the coordinates both cover, plus the bias) are joined: two partial views of one row may
+    overlap too little pairwise and still be the same neuron (Carlini et al., unifying partial
+    solutions)."""
+    merged = [merge_signatures([sigs[i] for i in g], width) for g in groups]
+    uf = UnionFind(len(groups))
+    for i in range(len(groups)):
+        for j in range(i + 1, len(groups)):
+            common = merged[i][2] & merged[j][2]
+            if common.sum() < 3:
+                continue
+            va = np.append(merged[i][0][common], merged[i][1])
+            vb = np.append(merged[j][0][common], merged[j][1])
+            na, nb = np.linalg.norm(va), np.linalg.norm(vb)
+            if na < 0.1 or nb < 0.1:
+                continue
+            va, vb = va / na, vb / nb
+            if min(np.linalg.norm(va - vb), np.linalg.norm(va + vb)) < tol:
+                uf.union(i, j)
+    out: dict[int, list[int]] = {}
+    for gi, g in enumerate(groups):
+        out.setdefault(uf.find(gi), []).extend(g)
+    return sorted(out.values(), key=len, reverse=True)
 
 
 def merge_duplicates(cands: list[Neuron]) -> list[Neuron]:

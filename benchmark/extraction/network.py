@@ -28,8 +28,8 @@ class PartialNetwork:
         return self.weights[-1].shape[0] if self.weights else self.input_dim
 
     def add_layer(self, weights: np.ndarray, biases: np.ndarray) -> None:
-        self.weights.append(np.asarray(weights, dtype=np.float64))
-        self.biases.append(np.asarray(biases, dtype=np.float64))
+        self.weights.append(np.array(weights, dtype=np.float64))  # own copies
+        self.biases.append(np.array(biases, dtype=np.float64))
 
     def copy(self) -> PartialNetwork:
         out = PartialNetwork(self.input_dim)

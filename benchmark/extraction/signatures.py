@@ -187,7 +187,11 @@ def solve_signature(jump: Jump, net: PartialNetwork, support: np.ndarray | None 
             return None
         mat = jump.probes.T @ js.T
         hidden = net.hidden(jump.x)[support]
-    alpha, *_ = np.linalg.lstsq(mat, jump.y, rcond=None)
+    if support.size > jump.probes.shape[1] or support.size > jump.probes.shape[0]:
+        return None  # more unknowns than independent measurements: the row is not determined here
+    alpha, _, rank, _ = np.linalg.lstsq(mat, jump.y, rcond=None)
+    if rank < support.size:
+        return None
     norm = float(np.linalg.norm(alpha))
     if norm == 0 or not np.isfinite(norm):
         return None
@@ -256,12 +260,38 @@ def consistent(a: Signature, b: Signature, factor: float = 16.0, min_overlap: in
     return tol < 0.1 and unit_distance(va / na, vb / nb) <= tol
 
 
-def group_signatures(sigs: list[Signature], factor: float = 16.0) -> list[list[int]]:
-    uf = UnionFind(len(sigs))
-    for i in range(len(sigs)):
-        for j in range(i + 1, len(sigs)):
-            if consistent(sigs[i], sigs[j], factor):
-                uf.union(i, j)
+def group_signatures(sigs: list[Signature], width: int, factor: float = 16.0, min_overlap: int = 2
+                     ) -> list[list[int]]:
+    """Group partial signatures of one neuron (``consistent`` for every pair, vectorised): each is
+    spread over ``width + 1`` coordinates (the row and the bias), missing coordinates masked."""
+    n = len(sigs)
+    if n == 0:
+        return []
+    vals = np.zeros((n, width + 1))
+    mask = np.zeros((n, width + 1), dtype=bool)
+    err = np.empty(n)
+    for i, s in enumerate(sigs):
+        vals[i, s.support] = s.alpha
+        vals[i, -1] = s.beta
+        mask[i, s.support] = True
+        mask[i, -1] = True
+        err[i] = s.error
+    uf = UnionFind(n)
+    sq = vals * vals
+    for i in range(n - 1):
+        common = mask[i] & mask[i + 1:]  # (n-i-1, width+1)
+        overlap = common[:, :-1].sum(axis=1)
+        dot = (common * (vals[i] * vals[i + 1:])).sum(axis=1)
+        na = np.sqrt((common * sq[i]).sum(axis=1))
+        nb = np.sqrt((common * sq[i + 1:]).sum(axis=1))
+        ok = (overlap >= min_overlap) & (na >= 0.1) & (nb >= 0.1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cos = np.abs(dot) / (na * nb)
+            dist = np.sqrt(np.maximum(2.0 - 2.0 * cos, 0.0))
+            tol = factor * (err[i] / na + err[i + 1:] / nb) + 1e-12
+        hit = ok & (tol < 0.1) & (dist <= tol)
+        for j in np.nonzero(hit)[0]:
+            uf.union(i, i + 1 + int(j))
     return uf.groups()
 
 

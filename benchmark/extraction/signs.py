@@ -72,14 +72,21 @@ def layer_values(net: PartialNetwork, rows: np.ndarray, biases: np.ndarray, x: n
 
 def point_on_neuron(net: PartialNetwork, rows: np.ndarray, biases: np.ndarray, k: int,
                     rng: np.random.Generator, scale: float, margin: float = 1e-3,
-                    iters: int = 40, restarts: int = 20) -> np.ndarray | None:
+                    iters: int = 40, restarts: int = 20, anchors: np.ndarray | None = None,
+                    spread: float = 0.1) -> np.ndarray | None:
     """A random input on neuron ``k``'s critical hyperplane, computed on the recovered layers
-    (no query): Newton steps ``x <- x - z_k(x) grad z_k / |grad z_k|^2`` from a Gaussian start
-    (the "find a corner" step of Canales-Martinez et al.). Rejected when any other recovered
-    neuron is within ``margin * scale`` of its own hyperplane (the wiggle would cross it)."""
+    (no query): Newton steps ``x <- x - z_k(x) grad z_k / |grad z_k|^2`` from a random start
+    (the "find a corner" step of Canales-Martinez et al.). Starts are Gaussian or, half of the
+    time when ``anchors`` are given, one of the neuron's own critical points found on the lines
+    moved by a Gaussian step of norm about ``spread * scale`` (places where the neuron is known to reach the output).
+    Rejected when any other recovered neuron is within ``margin * scale`` of its own hyperplane
+    (the wiggle would cross it)."""
     n0 = net.input_dim
     for _ in range(restarts):
-        x = rng.normal(size=n0) * scale
+        if anchors is not None and len(anchors) and rng.random() < 0.5:
+            x = anchors[rng.integers(len(anchors))] + rng.normal(size=n0) * (spread * scale / np.sqrt(n0))
+        else:
+            x = rng.normal(size=n0) * scale
         for _ in range(iters):
             h, _, z, grads, _, _ = layer_values(net, rows, biases, x)
             g = grads[k]
@@ -135,38 +142,37 @@ def wiggle_direction(net: PartialNetwork, rows: np.ndarray, biases: np.ndarray, 
 
 
 def wiggle_vote(access: Access, net: PartialNetwork, rows: np.ndarray, biases: np.ndarray, k: int,
-                x: np.ndarray, direction: np.ndarray, scale: float, tries: int = 3) -> tuple[int, float] | None:
-    """One neuron-wiggle sample: query ``f`` at ``x``, ``x +- t Delta`` and ``x +- t Delta / 2``.
+                x: np.ndarray, direction: np.ndarray, scale: float, tries: int = 3,
+                min_step: float = 1e-4) -> tuple[int, float] | None:
+    """One neuron-wiggle sample: query ``f`` at ``x +- t Delta / 3``, ``x +- 2t Delta / 3`` and
+    ``x +- t Delta`` (six queries, all counted by the oracle).
 
-    The half-steps are the linearity check (``f`` must be affine on each side, else another
-    neuron switched and the step shrinks 8x). ``t`` is the largest step with which no recovered
-    neuron (earlier layers, other neurons of this layer) changes state. Returns (+1 or -1, the
-    relative margin ``(|dR| - |dL|) / (|dR| + |dL|)``), (0, 0) when the output did not move on
-    either side more than noise (the neuron is invisible here), or None if never linear."""
+    Each side's three points must be collinear (the linearity check: no other neuron switched,
+    else the step shrinks 8x). ``x`` itself is not used: the recovered row is exact only to
+    ~1e-12, so the bend sits a hair off ``x``. The output change over one side's segment is the
+    slope there times ``t``, so comparing the two one-sided slopes is the wiggle's comparison of
+    ``|f(x + Delta) - f(x)|`` with ``|f(x - Delta) - f(x)|``. ``t`` is the largest step with which
+    no recovered neuron (earlier layers, other neurons of this layer) changes state. Returns
+    (+1 or -1, the relative margin), (0, 0) when neither side moves the output more than noise
+    (the neuron is invisible here), or None if never linear."""
     _, _, z, grads, _, _ = layer_values(net, rows, biases, x)
     rate = np.abs(grads @ direction)
     rate[k] = 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
         limit = np.where(rate > 0, np.abs(z) / rate, np.inf)
     t = min(0.5 * float(limit.min()), net.safe_step(x, direction, 0.5), 0.1 * scale)
-    if not np.isfinite(t) or t <= 0:
-        return None
-    f0 = None
+    if not np.isfinite(t) or t < min_step * scale:
+        return None  # another neuron is too close along the wiggle: try another point (no query spent)
+    steps = np.array([1.0, 2.0, 3.0, -1.0, -2.0, -3.0]) / 3.0
     for _ in range(tries):
-        pts = [x + t * direction, x - t * direction, x + 0.5 * t * direction, x - 0.5 * t * direction]
-        if f0 is None:
-            pts.insert(0, x)
-        out = access.full(np.stack(pts))
-        if f0 is None:
-            f0, out = out[0], out[1:]
-        fr, fl, hr, hl = out
-        noise = access.value_noise(np.concatenate([f0, fr, fl]))
-        tol = 16 * noise * np.sqrt(len(f0))
-        lin_r = np.linalg.norm(hr - 0.5 * (f0 + fr)) <= tol
-        lin_l = np.linalg.norm(hl - 0.5 * (f0 + fl)) <= tol
-        if lin_r and lin_l:
-            dr, dl = float(np.linalg.norm(fr - f0)), float(np.linalg.norm(fl - f0))
-            if abs(dr - dl) <= 2 * tol:
+        out = access.full(x[None] + (t * steps)[:, None] * direction[None])
+        r1, r2, r3, l1, l2, l3 = out
+        noise = access.value_noise(out)
+        tol = 16 * noise * np.sqrt(out.shape[1])
+        if np.linalg.norm(r2 - 0.5 * (r1 + r3)) <= tol and np.linalg.norm(l2 - 0.5 * (l1 + l3)) <= tol:
+            dr = float(np.linalg.norm(r3 - r1)) * 1.5  # |slope| * t on each side
+            dl = float(np.linalg.norm(l3 - l1)) * 1.5
+            if abs(dr - dl) <= 4 * tol:
                 return 0, 0.0
             return (1 if dr > dl else -1), (dr - dl) / (dr + dl)
         t /= 8
@@ -176,7 +182,7 @@ def wiggle_vote(access: Access, net: PartialNetwork, rows: np.ndarray, biases: n
 def recover_signs(access: Access, net: PartialNetwork, rows: np.ndarray, biases: np.ndarray,
                   rng: np.random.Generator, scale: float, samples: int = 15, hard_samples: int = 100,
                   easy_confidence: float = 0.8, mode: str = "suppress",
-                  neurons: list[int] | None = None) -> list[SignResult]:
+                  neurons: list[int] | None = None, anchors: list[np.ndarray] | None = None) -> list[SignResult]:
     """Neuron-wiggle sign extraction for one layer (Canales-Martinez et al. 2024), with Foerster
     et al.'s improvements: ``samples`` (s = 15) votes per neuron; a neuron whose majority is
     below ``easy_confidence`` is *hard* and gets more votes, up to ``hard_samples`` in all.
@@ -190,7 +196,7 @@ def recover_signs(access: Access, net: PartialNetwork, rows: np.ndarray, biases:
         attempts = 0
         while res.votes < target and attempts < 3 * target + 10:
             attempts += 1
-            x = point_on_neuron(net, rows, biases, k, rng, scale)
+            x = point_on_neuron(net, rows, biases, k, rng, scale, anchors=None if anchors is None else anchors[k])
             if x is None:
                 res.failed += 1
                 continue

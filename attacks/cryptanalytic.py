@@ -1,0 +1,139 @@
+"""cryptanalytic: exact extraction of a ReLU network's weights from black-box queries.
+
+Layer by layer (``benchmark/extraction``): critical-point search along random lines with
+precision refinement; signatures (weights up to a scalar) from finite differences at critical
+points, through the layers already recovered; the precision improvement of Carlini et al.; signs
+by neuron wiggle with Foerster et al.'s ``s = 15`` votes and easy/hard split; the last layer
+solved linearly. References: Carlini, Jagielski and Mironov (CRYPTO 2020); Canales-Martinez et al.
+(Eurocrypt 2024); Foerster, Mullins, Shumailov and Hayes (NeurIPS 2024).
+
+The attack holds a ``BlackBox`` and the victim's public layer sizes, nothing else; every query it
+makes, linearity checks included, is counted by the oracle. It needs raw outputs (the relu-mlp
+victim's oracle); under an output defense (rounding) it recovers what it can, and its result
+says what it could not.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from attacks.base import Attack, AttackContext, StolenModel
+from benchmark.data import Split
+from benchmark.errors import ConfigError
+from benchmark.extraction.access import Access
+from benchmark.extraction.extract import Extraction, Settings
+from benchmark.oracle import BlackBox
+from benchmark.plugins import ATTACKS
+
+
+@dataclass
+class ExtractedMLP(StolenModel):
+    """The extracted weight set (same shape as the victim), float64, plus what was recovered."""
+
+    sizes: tuple[int, ...] = ()
+    weights: list[np.ndarray] = field(default_factory=list)  # (n_out, n_in) per layer
+    biases: list[np.ndarray] = field(default_factory=list)
+    recovered: list[np.ndarray] = field(default_factory=list)  # per hidden layer, the attacker's claim
+    complete: bool = False
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        h = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = h @ w.T + b
+            if i < len(self.weights) - 1:
+                h = np.maximum(h, 0.0)
+        return h
+
+
+def reserve_for(sizes: tuple[int, ...]) -> int:
+    """Queries kept back for the last layer's solve and the self-check (see ``Extraction``)."""
+    n_last, n_prev = sizes[-2], sizes[-3]
+    return 2 * (n_last + n_prev + 1) + 16 + 2 * n_last + 64
+
+
+@ATTACKS.register("cryptanalytic")
+@dataclass(frozen=True)
+class Cryptanalytic(Attack):
+    """Exact extraction of a fully connected ReLU network (signatures + neuron-wiggle signs)."""
+
+    victim_kind: ClassVar[str] = "relu-mlp"
+    min_budget: ClassVar[int] = 2_000
+    default_budget: ClassVar[int] = 5_000_000
+
+    layers: str = ""  # the victim's layer sizes (public architecture); run_exact fills it in
+    sign_samples: int = 15  # Foerster et al.'s s
+    hard_samples: int = 100  # votes for a hard neuron, in all
+    easy_confidence: float = 0.8  # majority share below which a neuron is hard
+    wiggle: Literal["suppress", "projection"] = "suppress"
+    refine: bool = True  # Carlini et al.'s precision improvement
+    scale: float = 1.0  # standard deviation of the random query points
+    line_length: float = 3.0  # half-length of a search line, in scale * sqrt(inputs)
+    lines: int = 4  # lines swept before the first layer's signatures
+    max_lines: int = 64
+    time_limit: float = 0.0  # seconds; 0 = none
+
+    def __post_init__(self) -> None:
+        if self.layers:
+            from victims.relu_mlp import parse_layers
+
+            parse_layers(self.layers, "attack 'cryptanalytic'")
+        if self.sign_samples < 1 or self.hard_samples < self.sign_samples:
+            raise ConfigError("attack 'cryptanalytic': need 1 <= sign_samples <= hard_samples")
+        if not 0.5 <= self.easy_confidence <= 1.0:
+            raise ConfigError("attack 'cryptanalytic': easy_confidence must be in [0.5, 1]")
+        if self.wiggle not in ("suppress", "projection"):
+            raise ConfigError("attack 'cryptanalytic': wiggle must be suppress or projection")
+        if not (math.isfinite(self.scale) and self.scale > 0 and math.isfinite(self.line_length)
+                and self.line_length > 0):
+            raise ConfigError("attack 'cryptanalytic': scale and line_length must be positive")
+        if self.lines < 2 or self.max_lines < self.lines:
+            raise ConfigError("attack 'cryptanalytic': need 2 <= lines <= max_lines")
+        if self.time_limit < 0:
+            raise ConfigError("attack 'cryptanalytic': time_limit must be >= 0 (0 = no limit)")
+
+    def sizes(self) -> tuple[int, ...]:
+        from victims.relu_mlp import parse_layers
+
+        if not self.layers:
+            raise ConfigError("attack 'cryptanalytic' needs the victim's layer sizes (option layers=10-5-5-1)")
+        return parse_layers(self.layers, "attack 'cryptanalytic'")
+
+    def check_budget(self, budget: int) -> None:
+        super().check_budget(budget)
+        if self.layers and budget < reserve_for(self.sizes()) + self.min_budget:
+            raise ConfigError(f"attack 'cryptanalytic' needs a budget of at least "
+                              f"{reserve_for(self.sizes()) + self.min_budget} queries for {self.layers}, got {budget}")
+
+    def settings(self, progress: bool = False) -> Settings:
+        return Settings(sign_samples=self.sign_samples, hard_samples=self.hard_samples,
+                        easy_confidence=self.easy_confidence, wiggle=self.wiggle, scale=self.scale,
+                        line_length=self.line_length, lines=self.lines, max_lines=self.max_lines,
+                        refine=self.refine, time_limit=self.time_limit, progress=progress)
+
+    def run(self, oracle: BlackBox, query_data: Split | None, budget: int, ctx: AttackContext) -> ExtractedMLP:
+        """Extract the network behind ``oracle`` (``query_data`` is not used: the attack makes its
+        own queries). Never raises for lack of budget or time: it stops and says so."""
+        sizes = self.sizes()
+        if tuple(oracle.input_shape) != (sizes[0],) or oracle.num_classes != sizes[-1]:
+            raise ConfigError(f"attack 'cryptanalytic': layers={self.layers} does not match the oracle "
+                              f"(inputs {tuple(oracle.input_shape)}, outputs {oracle.num_classes})")
+        rng = np.random.default_rng(ctx.seed)
+        access = Access(oracle, rng, reserve=reserve_for(sizes))
+        result = Extraction(access, sizes, self.settings(ctx.progress), rng).run()
+        details: dict[str, Any] = {
+            "complete": result.complete,
+            "not_recovered": result.unrecovered,
+            "per_layer": [log.to_json() for log in result.logs],
+            "output_layer": result.output_log,
+            "noise_floor": result.noise,
+            "self_check_max_rel_error": result.self_check_error,
+            "seconds": result.seconds,
+            "queries": result.queries,
+            "claimed_recovered_per_layer": [int(r.sum()) for r in result.recovered],
+        }
+        return ExtractedMLP(model=None, details=details, sizes=sizes, weights=result.weights,
+                            biases=result.biases, recovered=result.recovered, complete=result.complete)
