@@ -258,10 +258,8 @@ def test_short_training_then_early_exit(name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
-def test_one_epoch_on_synthetic_through_the_zoo(name, tmp_path, monkeypatch, request):
+def test_one_epoch_on_synthetic_through_the_zoo(name, tmp_path, monkeypatch):
     """The full `--epochs 1` victim path on the embedded task (10k images): minutes on CPU."""
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("slow (minutes on CPU): run with -m slow")
     from benchmark.data import DataRequest
     from benchmark.datasets.synthetic import load_synthetic
     from benchmark.zoo import load_or_train

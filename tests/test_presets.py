@@ -60,3 +60,51 @@ def test_unknown_presets_are_one_line_errors():
     with pytest.raises(StealBenchError) as err:
         apply_preset("table1")
     assert "\n" not in str(err.value) and "paper:<backbone>-<dataset>" in str(err.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["vgg16", "resnet56", "mobilenet"])
+def test_short_paper_run_on_real_format_files(backbone, tmp_path):
+    """`run --preset paper:<backbone>-fashionmnist --epochs 1` end to end on CPU, on small
+    FashionMNIST idx files and TinyImageNet JPEG folders (minutes: calibration and FLOP counting)."""
+    import json
+    import os
+    import struct
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", 400), ("t10k", 200)):
+        x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        y = rng.integers(0, 10, n, dtype=np.uint8)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x0803, n, 28, 28) + x.tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x0801, n) + y.tobytes())
+    base = tmp_path / "data" / "tiny-imagenet-200"
+    wnids = [f"n{i:08d}" for i in range(10)]
+    (base / "val" / "images").mkdir(parents=True)
+    (base / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    ann = []
+    for k, wnid in enumerate(wnids):
+        folder = base / "train" / wnid / "images"
+        folder.mkdir(parents=True)
+        for i in range(25):
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / f"{wnid}_{i}.JPEG")
+        val_image = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+        val_image.save(base / "val" / "images" / f"val_{k}.JPEG")
+        ann.append(f"val_{k}.JPEG\t{wnid}\t0\t0\t63\t63")
+    (base / "val" / "val_annotations.txt").write_text("\n".join(ann) + "\n")
+    out = tmp_path / "result.json"
+    env = {**os.environ, "STEALBENCH_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "benchmark", "run", "--preset", f"paper:{backbone}-fashionmnist", "--data-root",
+           str(tmp_path / "data"), "--epochs", "1", "--budget", "250", "--attack-opt", "epochs=1", "--quiet",
+           "--out", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["config"]["victim"] == f"sdn-{backbone}" and result["config"]["query_data"] == "tinyimagenet"
+    assert result["scores"]["queries"] == 250 and 0.0 <= result["scores"]["acc"] <= 1.0
