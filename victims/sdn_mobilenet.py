@@ -34,8 +34,7 @@ def separable_block(cin: int, cout: int, stride: int) -> nn.Module:
 @VICTIMS.register("sdn-mobilenet")
 @dataclass(frozen=True)
 class SDNMobileNet(SDNRecipe):
-    """SDN MobileNet: stem + 13 depthwise-separable blocks, 6 exits by default (``exits=n`` for n
-    evenly spaced)."""
+    """SDN MobileNet: stem + 13 depthwise-separable blocks, 6 exits by default (``exits=n``: n evenly)."""
 
     # compute fractions of SDN's IC positions (after separable blocks 3, 5, 7, 9, 12) at 32x32
     exit_fractions: ClassVar[tuple[float, ...] | None] = (0.22, 0.36, 0.49, 0.68, 0.91)
