@@ -1,0 +1,14 @@
+"""The StealBench leaderboard: one schema-versioned JSON per entry under ``leaderboard/entries/``,
+a rendered table ``leaderboard/LEADERBOARD.md`` and ``python -m leaderboard`` to validate, render,
+verify (re-run) and submit entries. See ``docs/leaderboard.md``.
+
+Modules: ``store`` (where entries live, how they are named and loaded), ``schema`` (what one entry
+must hold), ``validate`` (the whole folder), ``render`` (the table), ``verify`` (re-run and compare),
+``submit`` (run a configuration and write a new entry), ``cli``.
+"""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+ENTRIES = ROOT / "entries"
+TABLE = ROOT / "LEADERBOARD.md"

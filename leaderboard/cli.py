@@ -1,0 +1,169 @@
+"""``python -m leaderboard validate|render|verify|submit``.
+
+Exit status: 0 all good; 1 the check found problems (each printed as one line naming its file);
+2 a usage error (one line, ``error: ...``); 130 interrupted. Never a traceback for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+from benchmark.errors import StealBenchError
+from leaderboard import ENTRIES, TABLE
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise StealBenchError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m leaderboard", description="The StealBench leaderboard: entries, table, checks.")
+    p.add_argument("--entries", default=str(ENTRIES), help="folder of entries (default: leaderboard/entries)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    v = sub.add_parser("validate", help="check every entry (schema, ranges, registry names, duplicates)")
+    v.add_argument("files", nargs="*", help="only these entry files (default: all)")
+
+    r = sub.add_parser("render", help="write the table leaderboard/LEADERBOARD.md from the entries")
+    r.add_argument("--check", action="store_true", help="write nothing; fail if the table is not up to date")
+    r.add_argument("--out", default=str(TABLE), help="the table file (default: leaderboard/LEADERBOARD.md)")
+
+    ve = sub.add_parser("verify", help="re-run entries and fail if a score differs beyond the tolerance")
+    ve.add_argument("files", nargs="*", help="only these entry files (default: all)")
+    ve.add_argument("--sample", type=int, help="re-run N entries drawn at random (with --sample-seed)")
+    ve.add_argument("--sample-seed", dest="sample_seed", type=int, default=0, help="seed of the draw (default 0)")
+    ve.add_argument("--exact", action="store_true", help="require every compared number to be bit-identical")
+    ve.add_argument("--jobs", type=int, default=1, help="entries re-run in parallel (processes; default 1)")
+
+    s = sub.add_parser("submit", help="run a configuration and write it as a new entry (never overwrites)")
+    s.add_argument("--from-result", dest="from_result", help="file this result JSON (from `python -m benchmark "
+                                                              "run`/`sweep`) instead of running")
+    s.add_argument("--config", help="TOML or YAML file of settings (flags override it)")
+    s.add_argument("--preset", help="a named configuration, e.g. paper:vgg16-cifar10")
+    s.add_argument("--attack")
+    s.add_argument("--defense")
+    s.add_argument("--victim")
+    s.add_argument("--dataset")
+    s.add_argument("--query-data", dest="query_data")
+    s.add_argument("--budget", type=int, help="query budget (default: the attack's; recorded explicitly)")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--timing", choices=("simulated",), default=None)
+    s.add_argument("--timing-profile", dest="timing_profile", choices=("flops",), default="flops",
+                   help="always flops: machine-independent, so the entry can be re-run exactly")
+    s.add_argument("--device", help="cpu (default) or cuda[:N]")
+    s.add_argument("--substitute-arch", dest="substitute_arch")
+    s.add_argument("--data-root", dest="data_root")
+    s.add_argument("--download", action="store_true", default=None)
+    s.add_argument("--epochs", type=int, help="victim training epochs (shortcut for --victim-opt epochs=N)")
+    for kind in ("attack", "defense", "victim"):
+        s.add_argument(f"--{kind}-opt", dest=f"{kind}_opt", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from leaderboard.validate import validate_dir
+
+    n, problems = validate_dir(Path(args.entries), [Path(f) for f in args.files] or None)
+    for line in problems:
+        print(line)
+    files = {line.split(": ", 1)[0] for line in problems}
+    if problems:
+        print(f"validate: {len(problems)} problems in {len(files)} files ({n} entries checked)", file=sys.stderr)
+        return 1
+    print(f"validate: {n} entries, all valid")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from benchmark.io import _atomic
+    from leaderboard.render import render
+    from leaderboard.store import load_entries, show
+    from leaderboard.validate import validate_entries
+
+    entries = load_entries(Path(args.entries))
+    problems = validate_entries(entries)
+    if problems:
+        for line in problems:
+            print(line)
+        print(f"render: {len(problems)} problems; fix them (python -m leaderboard validate) before rendering",
+              file=sys.stderr)
+        return 1
+    text = render(entries)
+    out = Path(args.out)
+    if args.check:
+        current = out.read_text() if out.exists() else None
+        if current != text:
+            why = "does not exist" if current is None else "is not what the entries render to"
+            print(f"{show(out)}: {why}; run `python -m leaderboard render` and commit the result")
+            return 1
+        print(f"render --check: {show(out)} is up to date ({len(entries)} entries)")
+        return 0
+    _atomic(out, lambda fh: fh.write(text.encode()))
+    print(f"{show(out)} written ({len(entries)} entries)")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from leaderboard.store import entry_files
+    from leaderboard.verify import TOLERANCE, select, verify_many
+
+    if args.sample is not None and args.sample < 1:
+        raise StealBenchError("--sample must be a positive number of entries")
+    if args.jobs < 1:
+        raise StealBenchError("--jobs must be at least 1")
+    files = [Path(f) for f in args.files] if args.files else entry_files(Path(args.entries))
+    for f in files:
+        if not f.is_file():
+            raise StealBenchError(f"{f}: no such entry file")
+    chosen = select(files, args.sample, args.sample_seed)
+    tol = "exact" if args.exact else f"{TOLERANCE['abs']:g} absolute / {TOLERANCE['rel']:g} relative"
+    print(f"verify: re-running {len(chosen)} of {len(files)} entries (tolerance {tol}; {args.jobs} job(s))",
+          flush=True)
+    start = time.perf_counter()
+    outcomes = verify_many(chosen, exact=args.exact, jobs=args.jobs, report=lambda line: print(line, flush=True))
+    took = time.perf_counter() - start
+    count = {s: sum(o.status == s for o in outcomes) for s in ("ok", "fail", "skip")}
+    line = (f"verify: {len(outcomes)} entries in {took / 60:.1f} min: {count['ok']} ok, {count['fail']} failed, "
+            f"{count['skip']} skipped")
+    print(line, file=sys.stderr if count["fail"] else sys.stdout)
+    return 1 if count["fail"] else 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from leaderboard.store import show
+    from leaderboard.submit import import_result, submit
+
+    entries = Path(args.entries)
+    if args.from_result:
+        path = import_result(Path(args.from_result), entries)
+    else:
+        from benchmark.cli import config_from_args
+
+        path = submit(config_from_args(args), entries, progress=not args.quiet)
+    print(f"entry written to {show(path)}; next: python -m leaderboard render, then commit both")
+    return 0
+
+
+def _terminate(signum, frame):  # SIGTERM unwinds like Ctrl-C, so temporary files are cleaned up
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        args = build_parser().parse_args(argv)
+        handler = {"validate": cmd_validate, "render": cmd_render, "verify": cmd_verify,
+                   "submit": cmd_submit}[args.command]
+        return handler(args)
+    except StealBenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; no entry was half-written", file=sys.stderr)
+        return 130

@@ -1,0 +1,163 @@
+"""``python -m leaderboard submit``: run one configuration and file it as a new entry.
+
+The configuration is completed before the run (explicit budget, every plugin option), so the entry
+states everything ``verify`` needs to re-run it even after a plugin's defaults change. The new
+entry must pass the same checks as ``validate`` and must not exist yet; it is written atomically
+(``benchmark.io.write_json``: a temporary file in the same folder, then a rename), so an
+interrupted submit leaves no partial file. ``--from-result`` files a result that ``python -m
+benchmark run`` or ``sweep`` already produced instead of running it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from benchmark.config import RunConfig
+from benchmark.errors import StealBenchError
+from leaderboard.schema import KINDS, canonical_options, check_entry, lookup, plugin_origin
+from leaderboard.store import entry_relpath, show
+from leaderboard.validate import validate_entries
+
+POLICY = {"timing": "simulated", "timing_profile": "flops", "data_root": None}
+
+
+@contextlib.contextmanager
+def leaderboard_cache(threads: int) -> Iterator[Path]:
+    """Victims for leaderboard runs live in their own zoo, one per torch thread count: a victim
+    trained with a different number of threads (or by hand) can differ in the last float bits, so
+    submit and verify share victims trained exactly the way the entry says."""
+    from benchmark.paths import cache_dir
+
+    path = cache_dir() / f"leaderboard-t{threads}"
+    old = os.environ.get("STEALBENCH_CACHE")
+    os.environ["STEALBENCH_CACHE"] = str(path)
+    try:
+        yield path
+    finally:
+        if old is None:
+            os.environ.pop("STEALBENCH_CACHE", None)
+        else:
+            os.environ["STEALBENCH_CACHE"] = old
+
+
+def complete_config(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with an explicit budget and every plugin option stated; refuses settings that the
+    leaderboard does not take (they could not be re-run exactly)."""
+    for key, want in POLICY.items():
+        if getattr(cfg, key) != want:
+            raise StealBenchError(f"leaderboard entries need {key} = {want!r} (got {getattr(cfg, key)!r}) so "
+                                  f"that anyone can re-run them exactly; see docs/leaderboard.md")
+    for kind in ("attack", "defense", "victim", "dataset", "query_data"):
+        _, problem = lookup(kind, getattr(cfg, kind))
+        if problem:
+            raise StealBenchError(problem)
+    opts = {f"{kind}_options": canonical_options(kind, getattr(cfg, kind), getattr(cfg, f"{kind}_options"))
+            for kind in KINDS}
+    budget = cfg.budget
+    if budget is None:
+        attack, _ = lookup("attack", cfg.attack)
+        budget = int(attack.default_budget)
+    return dataclasses.replace(cfg, budget=budget, **opts)
+
+
+def plugin_versions(config: dict[str, Any]) -> dict[str, str]:
+    """``{kind: "distribution==version"}`` for the plugins that come from outside StealBench."""
+    out = {}
+    for kind in KINDS:
+        obj, _ = lookup(kind, config[kind])
+        origin = plugin_origin(obj) if obj is not None else None
+        if origin is not None:
+            out[kind] = origin
+    return out
+
+
+def prepare(data: dict[str, Any]) -> dict[str, Any]:
+    """A result made into an entry: plugin distributions recorded in its environment."""
+    data = dict(data)
+    env = dict(data.get("environment") or {})
+    versions = plugin_versions(data["config"])
+    if versions:
+        env["plugins"] = versions
+    data["environment"] = env
+    return data
+
+
+def check_new(data: dict[str, Any], entries_dir: Path) -> Path:
+    """Where the new entry goes; raises with every problem if it may not go there."""
+    problems = check_entry(data)
+    if problems:
+        raise StealBenchError("the result is not a valid entry: " + "; ".join(problems))
+    path = Path(entries_dir) / entry_relpath(_canonical(data["config"]))
+    if path.exists():
+        raise StealBenchError(f"{show(path)} already exists (the same configuration); entries are never "
+                              f"overwritten; delete it in a separate change if it must be redone")
+    from leaderboard.store import Entry, load_entries
+
+    dup = [p for p in validate_entries([*load_entries(entries_dir), Entry(path, data)])
+           if p.startswith(f"{show(path)}: duplicate")]
+    if dup:
+        raise StealBenchError(dup[0])
+    return path
+
+
+def _canonical(config: dict[str, Any]) -> dict[str, Any]:
+    from leaderboard.validate import canonical_config
+
+    return canonical_config(config)
+
+
+def write_entry(data: dict[str, Any], entries_dir: Path) -> Path:
+    from benchmark.io import write_json
+
+    path = check_new(data, entries_dir)
+    try:
+        write_json(path, data, overwrite=False)
+    except FileExistsError:
+        raise StealBenchError(f"{show(path)} already exists; entries are never overwritten") from None
+    return path
+
+
+def submit(cfg: RunConfig, entries_dir: Path, progress: bool = False) -> Path:
+    """Run ``cfg`` (completed) and write it as a new entry; returns its path."""
+    import torch
+
+    from benchmark.runner import run
+
+    cfg = complete_config(cfg)
+    target = Path(entries_dir) / entry_relpath(_canonical(cfg.to_json()))
+    if target.exists():  # fail before the minutes of running, not after
+        raise StealBenchError(f"{show(target)} already exists (the same configuration); entries are never "
+                              f"overwritten")
+    with leaderboard_cache(torch.get_num_threads()):
+        result = run(cfg, progress=progress)
+    return write_entry(prepare(result.to_json()), entries_dir)
+
+
+def import_result(path: Path, entries_dir: Path) -> Path:
+    """File an existing result JSON (from ``benchmark run`` / ``sweep``) as a new entry: its
+    configuration is completed from the options the run recorded."""
+    from leaderboard.store import read_entry
+
+    entry = read_entry(path)
+    if entry.data is None:
+        raise StealBenchError(f"{show(path)}: {entry.error}")
+    data = dict(entry.data)
+    config = data.get("config")
+    if not isinstance(config, dict):
+        raise StealBenchError(f"{show(path)}: not a result (no config)")
+    config = dict(config)
+    for kind in KINDS:
+        block = data.get(kind)
+        if isinstance(block, dict) and isinstance(block.get("options"), dict):
+            config[f"{kind}_options"] = {**block["options"], **(config.get(f"{kind}_options") or {})}
+    data["config"] = config
+    problems = check_entry(data)
+    if problems:
+        raise StealBenchError(f"{show(path)} is not a valid entry: " + "; ".join(problems))
+    config.update(_canonical(config))
+    return write_entry(prepare(data), entries_dir)
