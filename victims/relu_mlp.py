@@ -312,6 +312,16 @@ def label_accuracy(net: ReLUMLP, x: Tensor, y: Tensor) -> float:
 def train_mlp(net: ReLUMLP, x: Tensor, y: Tensor, seed: int, epochs: int, lr: float, batch_size: int,
               progress: bool = False) -> None:
     """Adam on cross-entropy (one output per class) or logistic loss (one output, ``label % 2``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small matmuls: one thread is much faster than two contending ones
+    try:
+        _train(net, x, y, seed, epochs, lr, batch_size, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(net: ReLUMLP, x: Tensor, y: Tensor, seed: int, epochs: int, lr: float, batch_size: int,
+           progress: bool) -> None:
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)

@@ -48,7 +48,8 @@ class Access:
         x = np.ascontiguousarray(np.atleast_2d(x), dtype=np.float64)
         left = self.oracle.remaining - (0 if use_reserve else self.reserve)
         if len(x) > left:
-            raise OutOfBudget(f"{len(x)} more queries needed, {max(left, 0)} left")
+            raise OutOfBudget(f"query budget exhausted ({len(x)} more queries needed, {max(left, 0)} left "
+                              f"besides {self.reserve if not use_reserve else 0} kept for the last layer)")
         try:
             r = self.oracle.query(torch.from_numpy(x))
         except BudgetExceeded as exc:
