@@ -76,8 +76,10 @@ def load_results(results_dir) -> tuple[list[tuple[str, dict]], list[tuple[str, d
 
 
 def _label(name: str, options: dict, common: set) -> str:
-    return name + "".join(f":{k}={_fmt(v) if not isinstance(v, list) else ','.join(map(_fmt, v))}"
-                          for k, v in options.items() if (k, json.dumps(v)) not in common)
+    """The entry as a sweep spells it (``jitter:size=2.0``), without the options every run shares."""
+    from benchmark.sweep import Entry
+
+    return Entry(name, {k: v for k, v in options.items() if (k, json.dumps(v)) not in common}).label
 
 
 def _common_options(results: list[dict], kind: str) -> set:
