@@ -200,8 +200,13 @@ def _exact_section(rows: list[Row]) -> str:
     return f"## Exact extraction (ReLU networks)\n\n{_md(table)}\n"
 
 
+TEXT_COLUMNS = {"defense", "acts on", "strongest attack", "attack", "victim"}
+
+
 def _md(records: list[dict[str, str]]) -> str:
-    return pd.DataFrame(records).to_markdown(index=False, disable_numparse=True)
+    frame = pd.DataFrame(records)
+    align = tuple("left" if c in TEXT_COLUMNS else "right" for c in frame.columns)
+    return frame.to_markdown(index=False, disable_numparse=True, colalign=align)
 
 
 def render(entries: list[Entry]) -> str:
