@@ -69,11 +69,11 @@ class Cryptanalytic(Attack):
     hard_samples: int = 100  # votes for a hard neuron, in all
     easy_confidence: float = 0.8  # majority share below which a neuron is hard
     wiggle: Literal["suppress", "projection"] = "suppress"
-    refine: bool = True  # Carlini et al.'s precision improvement
+    refine: Literal["auto", "all", "off"] = "auto"  # Carlini et al.'s precision improvement, for which rows
     scale: float = 1.0  # standard deviation of the random query points
     line_length: float = 3.0  # half-length of a search line, in scale * sqrt(inputs)
     lines: int = 4  # lines swept before the first layer's signatures
-    max_lines: int = 64
+    max_lines: int = 0  # 0: max(64, 2 * widest hidden layer + 16)
     time_limit: float = 0.0  # seconds; 0 = none
 
     def __post_init__(self) -> None:
@@ -90,8 +90,10 @@ class Cryptanalytic(Attack):
         if not (math.isfinite(self.scale) and self.scale > 0 and math.isfinite(self.line_length)
                 and self.line_length > 0):
             raise ConfigError("attack 'cryptanalytic': scale and line_length must be positive")
-        if self.lines < 2 or self.max_lines < self.lines:
-            raise ConfigError("attack 'cryptanalytic': need 2 <= lines <= max_lines")
+        if self.lines < 2 or (self.max_lines and self.max_lines < self.lines):
+            raise ConfigError("attack 'cryptanalytic': need 2 <= lines <= max_lines (or max_lines=0, automatic)")
+        if self.refine not in ("auto", "all", "off"):
+            raise ConfigError("attack 'cryptanalytic': refine must be auto, all or off")
         if self.time_limit < 0:
             raise ConfigError("attack 'cryptanalytic': time_limit must be >= 0 (0 = no limit)")
 

@@ -9,6 +9,7 @@ extraction with what was recovered and a statement of what was not.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,10 +60,11 @@ class Settings:
     scale: float = 1.0
     line_length: float = 3.0
     lines: int = 4
-    max_lines: int = 64
+    max_lines: int = 0  # 0: max(64, 2 * widest layer + 16)
     patience: int = 10
     min_support: int = 3
-    refine: bool = True
+    refine: str = "auto"  # auto: rows whose signature error estimate exceeds refine_above; all; off
+    refine_above: float = 1e-10
     time_limit: float = 0.0
     progress: bool = False
 
@@ -83,6 +85,7 @@ class LayerLog:
     signatures: int = 0
     precision_seconds: float = 0.0
     precision_queries: int = 0
+    rows_refined: int = 0
     rows_not_refined: int = 0
     hard_neurons: int = 0
     min_sign_confidence: float | None = None
@@ -124,6 +127,8 @@ class Extraction:
         self.fp_probes = rng.normal(size=(self.n0, FINGERPRINT_PROBES))
         self.fp_probes /= np.linalg.norm(self.fp_probes, axis=0, keepdims=True)
         self.half_length = settings.line_length * settings.scale * np.sqrt(self.n0)
+        if not settings.max_lines:
+            self.s = dataclasses.replace(settings, max_lines=max(64, 2 * max(sizes[1:-1]) + 16))
 
     # ---- bookkeeping -----------------------------------------------------------------------
 
@@ -356,6 +361,7 @@ class Extraction:
             for group in groups:
                 members = [keys[i] for i in group]
                 row, bias, covered, err = merge_signatures([sigs[m] for m in members], n_prev)
+                err = max(sigs[m].error for m in members)  # pessimistic: decides the precision step
                 neuron = Neuron(row, bias, members, covered, err)
                 if neuron.complete and len(members) >= 2:
                     pts = np.stack([sigs[m].jump.x for m in members])
@@ -623,6 +629,7 @@ class Extraction:
             log.lines += len(self.lines) - lines0
         log.found = sum(1 for n in neurons if n.complete)
         covered = [np.ones(self.sizes[layer - 1], bool) if n.covered is None else n.covered.copy() for n in neurons]
+        self._row_errors = [n.error for n in neurons]
         width = self.sizes[layer - 1]
         anchors = [np.stack([self.kink_x(m) for m in n.members]) if n.members else None for n in neurons]
         self._anchors = anchors
@@ -660,25 +667,31 @@ class Extraction:
         for k in range(len(rows)):
             cov = None if covered is None else covered[k]
             partial = cov is not None and not cov.all()
-            if not self.s.refine and not partial:
+            wanted = self.s.refine == "all" or (self.s.refine == "auto" and
+                                                 self._row_errors[k] > self.s.refine_above)
+            if not wanted and not partial:
                 continue
             self.check_time()
             out = None
-            for _ in range(2):  # a second draw of points when the first fit is not clean
-                out = refine_layer_row(self.access, self.net, rows, biases, k, self.rng, self.s.scale,
+            for _attempt in range(3 if partial else 2):  # redraw points when a fit is not clean
+                got = refine_layer_row(self.access, self.net, rows, biases, k, self.rng, self.s.scale,
                                        anchors=None if anchors is None else anchors[k],
-                                       covered=cov, max_shift=1e-3 if partial else 1e-6)
-                if out is not None:
+                                       covered=cov, max_shift=1e-3 if cov is not None and not cov.all() else 1e-6)
+                if got is None:
+                    continue
+                out = got
+                rows[k], biases[k] = got[0], got[1]
+                if cov is not None:
+                    cov |= got[3]
+                if cov is None or cov.all():
                     break
             if out is None:
                 log.rows_not_refined += 1
                 continue
-            rows[k], biases[k], _, seen = out
-            if partial:
-                cov |= seen
-                if cov.all():
-                    log.notes.append(f"layer {log.layer}: the precision step found the missing weights of "
-                                     f"a partial neuron")
+            log.rows_refined += 1
+            if partial and cov.all():
+                log.notes.append(f"layer {log.layer}: the precision step found the missing weights of "
+                                 f"a partial neuron")
         if covered is not None:
             self._partial = getattr(self, "_partial", {})
             self._partial[log.layer] = [not c.all() for c in covered]

@@ -72,15 +72,20 @@ class PartialNetwork:
             jac = zjac * active[:, None]
         return h, jac, zs, zjacs
 
-    def safe_step(self, x: np.ndarray, direction: np.ndarray, fraction: float = 0.5) -> float:
+    def safe_step(self, x: np.ndarray, direction: np.ndarray, fraction: float = 0.5, skip: int | None = None
+                  ) -> float:
         """The largest ``t`` such that no recovered neuron changes state on ``x +- s*direction`` for
-        ``|s| <= t``, times ``fraction`` (inf when nothing is recovered)."""
+        ``|s| <= t``, times ``fraction`` (inf when nothing is recovered). ``skip``: a neuron of the
+        last recovered layer to leave out (one the caller holds fixed)."""
         if not self.weights:
             return float("inf")
         _, _, zs, zjacs = self.local(x)
         best = float("inf")
-        for z, zj in zip(zs, zjacs):
+        for depth, (z, zj) in enumerate(zip(zs, zjacs)):
             rate = np.abs(zj @ direction)
+            if skip is not None and depth == len(zs) - 1:
+                rate = rate.copy()
+                rate[skip] = 0.0
             with np.errstate(divide="ignore", invalid="ignore"):
                 dist = np.where(rate > 0, np.abs(z) / rate, np.inf)
             best = min(best, float(dist.min()) if dist.size else best)

@@ -48,6 +48,30 @@ def locate_on_segment(access: Access, x: np.ndarray, u: np.ndarray, r: float) ->
     return float(t)
 
 
+def nudge_into(net: PartialNetwork, rows: np.ndarray, biases: np.ndarray, k: int, x: np.ndarray | None,
+               coord: int, tau: float, iters: int = 10) -> np.ndarray | None:
+    """From ``x`` on row ``k``'s hyperplane, Newton steps (least norm, on the recovered layers) to a
+    point that is still on it and where neuron ``coord`` of the last recovered layer is just active
+    (pre-activation ``tau`` times its gradient norm): where that neuron is barely active, the
+    unknown weight on it moves the true bend only a little off the recovered hyperplane, so the
+    precision step can locate it and fit the weight."""
+    if x is None:
+        return None
+    for _ in range(iters):
+        _, _, z, grads, zs, zjacs = layer_values(net, rows, biases, x)
+        gi = zjacs[-1][coord]
+        gn = float(np.linalg.norm(gi))
+        if gn == 0:
+            return None
+        resid = np.array([z[k], zs[-1][coord] - tau * gn])
+        if abs(resid[0]) <= 1e-14 * (1 + abs(biases[k])) and abs(resid[1]) <= 1e-3 * tau * gn:
+            return x
+        jac = np.stack([grads[k], gi])
+        step, *_ = np.linalg.lstsq(jac, resid, rcond=None)
+        x = x - step
+    return None
+
+
 def refine_layer_row(access: Access, net: PartialNetwork, rows: np.ndarray, biases: np.ndarray, k: int,
                      rng: np.random.Generator, scale: float, extra: int = 4, max_attempts: int | None = None,
                      anchors: np.ndarray | None = None, max_change: float = 1e-6, max_shift: float = 1e-6,
@@ -64,14 +88,23 @@ def refine_layer_row(access: Access, net: PartialNetwork, rows: np.ndarray, bias
     need = width + 1 + max(extra, width // 4)
     max_attempts = max_attempts or 3 * need
     pts: list[np.ndarray] = []
-    for _ in range(max_attempts):
+    missing = [] if covered is None else [int(i) for i in np.nonzero(~np.asarray(covered, bool))[0]]
+    for attempt in range(max_attempts):
         if len(pts) >= need:
             break
         x = point_on_neuron(net, rows, biases, k, rng, scale, anchors=anchors, spread=0.3 * np.sqrt(width))
+        held = None
+        if missing and attempt % 2 == 0 and net.depth > 0:
+            # a coordinate never seen active: move to where it is just active, still on the row
+            held = missing[(attempt // 2) % len(missing)]
+            x = nudge_into(net, rows, biases, k, x, held, 1e-3 * scale)
         if x is None:
             continue
-        _, _, z, grads, _, _ = layer_values(net, rows, biases, x)
+        _, _, z, grads, _, zjacs = layer_values(net, rows, biases, x)
         u = grads[k]
+        if held is not None:  # search along the row's gradient with that coordinate held fixed
+            gi = zjacs[-1][held]
+            u = u - (u @ gi) / (gi @ gi) * gi
         norm = float(np.linalg.norm(u))
         if norm == 0:
             continue
@@ -80,7 +113,7 @@ def refine_layer_row(access: Access, net: PartialNetwork, rows: np.ndarray, bias
         rate[k] = 0
         with np.errstate(divide="ignore", invalid="ignore"):
             lim = np.where(rate > 0, np.abs(z) / rate, np.inf)
-        r = min(0.5 * float(lim.min()), net.safe_step(x, u, 0.5), 1e-2 * scale)
+        r = min(0.5 * float(lim.min()), net.safe_step(x, u, 0.5, skip=held), 1e-2 * scale)
         if not np.isfinite(r) or r <= 0:
             continue
         t = locate_on_segment(access, x, u, r)

@@ -72,7 +72,7 @@ def layer_values(net: PartialNetwork, rows: np.ndarray, biases: np.ndarray, x: n
 
 def point_on_neuron(net: PartialNetwork, rows: np.ndarray, biases: np.ndarray, k: int,
                     rng: np.random.Generator, scale: float, margin: float = 1e-3,
-                    iters: int = 40, restarts: int = 20, anchors: np.ndarray | None = None,
+                    iters: int = 25, restarts: int = 8, anchors: np.ndarray | None = None,
                     spread: float = 0.1) -> np.ndarray | None:
     """A random input on neuron ``k``'s critical hyperplane, computed on the recovered layers
     (no query): Newton steps ``x <- x - z_k(x) grad z_k / |grad z_k|^2`` from a random start
