@@ -7,7 +7,9 @@ samples the victim sent to exit k (plus "never"), and we run coordinate ascent f
 (all exits closed, visited front to back; the same back to front; per-exit medians). One
 coordinate's optimum is found exactly in one sorted sweep: the samples reaching exit k either
 leave there (correct iff their target is k) or continue to a fixed outcome, so the count is a
-prefix sum over samples sorted by confidence. O(K N log N) per pass.
+prefix sum over samples sorted by confidence. O(K N log N) per pass. Among equally good splits the
+cheapest (most samples leaving early) wins, and the threshold is placed midway between the last
+confidence kept and the next lower one, so that it generalises beyond the exact query values.
 """
 
 from __future__ import annotations
@@ -58,10 +60,13 @@ def best_threshold(conf: np.ndarray, target: np.ndarray, thresholds: np.ndarray,
     valid = group_end & has_k[group_id]
     if not valid.any():
         return NEVER, base
-    best = int(np.argmax(np.where(valid, csum, np.iinfo(np.int64).min)))
+    masked = np.where(valid, csum, np.iinfo(np.int64).min)
+    best = len(masked) - 1 - int(np.argmax(masked[::-1]))  # among ties, the lowest threshold (cheapest)
     if csum[best] <= 0:
         return NEVER, base
-    return float(c_sorted[best]), base + int(csum[best])
+    # the same split of the queries, with the threshold centred in the gap to the next lower confidence
+    lower = c_sorted[best + 1] if best + 1 < len(c_sorted) else c_sorted[best]
+    return float((c_sorted[best] + lower) / 2), base + int(csum[best])
 
 
 def _ascend(conf: np.ndarray, target: np.ndarray, t: np.ndarray, visit: list[int], orders: list[np.ndarray],
