@@ -7,7 +7,10 @@
 2. Training: a substitute of the chosen family with that many evenly placed exits, trained with
    the performance loss (KL from the victim's output to every exit, Eq. 2) plus the strategy loss
    (Eq. 3): for a sample the victim answered at exit k, push exit k's confidence above ``alpha``
-   (0.95) and every earlier exit's confidence below ``beta`` (0.9), both as hinge penalties.
+   (0.95) and every earlier exit's confidence below ``beta`` (0.9), both as hinge penalties. The
+   paper gives no relative weight; Eq. 2 sums K KL terms while each hinge is at most 1, so the
+   strategy loss is weighted 3 by default (``strategy_weight``; measured on the default, seed 0:
+   weight 1 gave clo 0.762 / cc_ratio 1.154, weight 3 gave 0.766 / 1.093).
 3. Output-strategy search: thresholds maximising exit agreement on the queries (Eq. 4;
    ``attacks/strategy.py``).
 """
@@ -58,7 +61,7 @@ class Ours(Attack):
     batch_size: int = 128
     alpha: float = 0.95
     beta: float = 0.9
-    strategy_weight: float = 1.0
+    strategy_weight: float = 3.0
     repeats: int = 1
     bandwidth: str = "scott"
     bw_scale: float = 0.5
