@@ -2,7 +2,8 @@
 
 One section per victim (and dataset). Its first table has one row per defense, ranked by what the
 defense leaves the *strongest* attack: for each attack the scores are averaged over seeds, then
-the defense's row shows the best CLO over all attacks (the rank key; lower is a better defense),
+the defense's row shows the best CLO over all attacks (the rank key; lower is a better defense;
+ties go to the lower best ACC, then to the cheaper defense),
 the best ACC, and the best CC ratio (the one closest to 1: the attacker wants the victim's
 computational behaviour), with what the defense costs its owner: accuracy lost, mean added
 latency per query, and the victim's measured energy per sample. ``none`` is the reference row.
@@ -34,7 +35,8 @@ HEADER = """# StealBench leaderboard
 How much stealing each defense stops, and what it costs. Defenses are ranked by what they leave the
 **strongest** attack: per attack, scores are averaged over seeds; a defense's row shows the best
 `clo` over all attacks (rank key, lower is better for the defense), the best `acc` and the best
-`cc_ratio` (closest to 1) with the attack that reached that `clo`. `Δclo` is that best `clo` minus
+`cc_ratio` (closest to 1) with the attack that reached that `clo`; ties go to the lower best `acc`,
+then to the cheaper defense (accuracy lost, then added latency). `Δclo` is that best `clo` minus
 the undefended (`none`) reference's. Costs: accuracy the defense takes from honest users
 (test set, answers as served), mean latency it adds per query, and the victim's measured energy per
 sample (`n/a` where no energy counter was readable). Every entry is one JSON file in
@@ -158,8 +160,12 @@ def _multi_exit_section(section: str, rows: list[Row]) -> str:
             "latency_ms": _mean([v["latency_ms"] for v in mine.values() for _ in range(v["n"])]),
             "energy": _mean([v["energy"] for v in mine.values() for _ in range(v["n"])]),
             "attacks": len(mine), "entries": n})
-    summary.sort(key=lambda s: (s["clo"] if s["clo"] is not None else math.inf,
-                                s["acc"] if s["acc"] is not None else math.inf, s["defense"]))
+
+    def key(s: dict) -> tuple:
+        costs = (math.inf if s[k] is None else s[k] for k in ("clo", "acc", "accuracy_lost", "latency_ms"))
+        return (*costs, s["defense"])
+
+    summary.sort(key=key)
     ref = next((s for s in summary if s["defense"] == "none"), None)
     table = []
     for rank, s in enumerate(summary, 1):

@@ -69,6 +69,8 @@ def plugin_versions(config: dict[str, Any]) -> dict[str, str]:
     """``{kind: "distribution==version"}`` for the plugins that come from outside StealBench."""
     out = {}
     for kind in KINDS:
+        if not isinstance(config.get(kind), str):
+            continue
         obj, _ = lookup(kind, config[kind])
         origin = plugin_origin(obj) if obj is not None else None
         if origin is not None:
@@ -156,8 +158,9 @@ def import_result(path: Path, entries_dir: Path) -> Path:
         if isinstance(block, dict) and isinstance(block.get("options"), dict):
             config[f"{kind}_options"] = {**block["options"], **(config.get(f"{kind}_options") or {})}
     data["config"] = config
+    data = prepare(data)  # the installed version of an out-of-tree plugin (a run result does not say)
     problems = check_entry(data)
     if problems:
         raise StealBenchError(f"{show(path)} is not a valid entry: " + "; ".join(problems))
     config.update(_canonical(config))
-    return write_entry(prepare(data), entries_dir)
+    return write_entry(data, entries_dir)
