@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.config import RunConfig, load_config_file
+from benchmark.config import RunConfig
 from benchmark.errors import ConfigError, StealBenchError
 from benchmark.io import write_json
 
@@ -249,10 +249,6 @@ def check_spec(spec: SweepSpec) -> None:
         plugin = build_plugin(ATTACKS[attack.name], attack.options, "attack")
         if budget is not None:
             plugin.check_budget(budget)
-
-
-def load_sweep_file(path: str | Path) -> dict[str, Any]:
-    return load_config_file(path)
 
 
 # ---- state on disk ---------------------------------------------------------------------------------
