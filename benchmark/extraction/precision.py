@@ -152,8 +152,10 @@ def refine_layer_row(access: Access, net: PartialNetwork, rows: np.ndarray, bias
         return None
     ref = np.append(rows[k][ref_mask], biases[k])
     vec_ref = np.append(vec[:-1][ref_mask[seen]], vec[-1])
-    lam = float(vec_ref @ ref / (vec_ref @ vec_ref)) if vec_ref @ vec_ref > 0 else 0.0
-    if lam == 0:
+    with np.errstate(all="ignore"):
+        den = float(vec_ref @ vec_ref)
+        lam = float(vec_ref @ ref / den) if den > 0 and np.isfinite(den) else 0.0
+    if lam == 0 or not np.isfinite(lam) or not np.all(np.isfinite(vec)):
         return None
     row = rows[k].astype(np.float64).copy()
     row[seen] = lam * vec[:-1]
