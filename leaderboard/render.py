@@ -39,7 +39,8 @@ How much stealing each defense stops, and what it costs. Defenses are ranked by 
 then to the cheaper defense (accuracy lost, then added latency). `Δclo` is that best `clo` minus
 the undefended (`none`) reference's. Costs: accuracy the defense takes from honest users
 (test set, answers as served), mean latency it adds per query, and the victim's measured energy per
-sample (`n/a` where no energy counter was readable). Every entry is one JSON file in
+sample (`n/a` where no energy counter was readable). `attacks` counts the attacks tried against the
+defense out of all the attacks in the section. Every entry is one JSON file in
 [`entries/`](entries/); `python -m leaderboard verify` re-runs them (see `docs/leaderboard.md`).
 """
 
@@ -167,6 +168,7 @@ def _multi_exit_section(section: str, rows: list[Row]) -> str:
 
     summary.sort(key=key)
     ref = next((s for s in summary if s["defense"] == "none"), None)
+    n_attacks = len({a for _, a in cells})  # a row with fewer attacks than this was not tried on all
     table = []
     for rank, s in enumerate(summary, 1):
         delta = (s["clo"] - ref["clo"]) if ref is not None and s["clo"] is not None and ref["clo"] is not None \
@@ -176,7 +178,7 @@ def _multi_exit_section(section: str, rows: list[Row]) -> str:
                       "Δclo vs none": "n/a" if delta is None else f"{delta:+.3f}", "best acc": _fmt(s["acc"]),
                       "best cc_ratio": _fmt(s["cc_ratio"]), "accuracy lost": _fmt(s["accuracy_lost"]),
                       "added latency (ms)": _fmt(s["latency_ms"], 4), "victim energy (J/sample)": _fmt_g(s["energy"]),
-                      "attacks": str(s["attacks"]), "entries": str(s["entries"])})
+                      "attacks": f"{s['attacks']}/{n_attacks}", "entries": str(s["entries"])})
     order = {s["defense"]: i for i, s in enumerate(summary)}
     rows_detail = []
     for (defense, attack) in sorted(detail, key=lambda k: (order[k[0]], k[1])):
