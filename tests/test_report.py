@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from matplotlib.image import imread
 
 from benchmark.cli import main
@@ -25,10 +26,15 @@ def results_dir(tmp_path_factory):
     one failed job's record."""
     folder = tmp_path_factory.mktemp("results")
     written = {}
-    for defense, opts in (("none", {}), ("jitter", {"size": 2.0})):
-        cfg = RunConfig(**TINY, defense=defense, defense_options=opts)
-        written[defense] = run(cfg, progress=False)
-        written[defense].write(folder / f"{job_id(cfg)}.json")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a sweep job runs; on a busy 2-core machine 2 threads are much slower
+    try:
+        for defense, opts in (("none", {}), ("jitter", {"size": 2.0})):
+            cfg = RunConfig(**TINY, defense=defense, defense_options=opts)
+            written[defense] = run(cfg, progress=False)
+            written[defense].write(folder / f"{job_id(cfg)}.json")
+    finally:
+        torch.set_num_threads(threads)
     other = copy.deepcopy(written["none"].to_json())
     other["config"].update(attack="noise", seed=1, attack_options={})
     other["attack"]["details"] = {}
