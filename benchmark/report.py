@@ -13,7 +13,8 @@ from benchmark.errors import StealBenchError
 from benchmark.io import _atomic
 
 MAIN_SCORES = ("acc", "victim_acc", "clo", "fidelity", "clo_and_fidelity", "cc_ratio", "exit_accuracy",
-               "exit_accuracy_baseline", "queries", "attack_seconds")
+               "exit_accuracy_baseline", "neurons_recovered", "max_weight_error_log2", "output_agreement",
+               "max_output_diff", "label_agreement", "queries", "attack_seconds")
 
 
 def _fmt(value) -> str:
