@@ -18,7 +18,8 @@ Training (:func:`train_substitute`)
 
 Output strategy: the global-threshold SDN rule (:func:`global_threshold`)
     Without timing information the attacker does what a victim owner does when deploying an SDN
-    (Kaya et al., "Shallow-Deep Networks", ICML 2019, Sec. 5): one confidence threshold ``q``
+    (Kaya et al., "Shallow-Deep Networks", ICML 2019: early exit with one confidence threshold for
+    all internal classifiers, picked by sweeping candidates on held-out data): one threshold ``q``
     shared by every internal exit; a sample leaves at the first internal exit whose max-softmax is
     >= ``q``, otherwise at the last exit. ``q`` is calibrated on held-out data:
 
@@ -174,7 +175,7 @@ def global_threshold(conf: Tensor, pred: Tensor, labels: Tensor, exit_flops: lis
                      grid: tuple[float, ...] = GRID) -> tuple[float, dict[str, Any]]:
     """The global-threshold SDN rule (module docstring): the cheapest ``q`` in ``grid`` whose accuracy
     on (conf, pred: (N, K) per exit; labels: (N,)) is >= (1 - tolerance) x the best candidate's.
-    Returns (q, a JSON-ready summary)."""
+    Returns (q, a JSON-ready summary; ``candidates`` lists [q, accuracy, cost / last exit's cost])."""
     flops = torch.tensor(exit_flops, dtype=torch.float64)
     rows = []
     for q in grid:
@@ -190,7 +191,8 @@ def global_threshold(conf: Tensor, pred: Tensor, labels: Tensor, exit_flops: lis
                "threshold": q, "tolerance": tolerance, "held_out_samples": len(labels),
                "held_out_accuracy": acc, "held_out_best_accuracy": best,
                "held_out_cost_ratio_to_last_exit": cost / float(flops[-1]),
-               "held_out_exit_hist": hist.tolist()}
+               "held_out_exit_hist": hist.tolist(),
+               "candidates": [[q_, round(a, 6), round(c / float(flops[-1]), 6)] for q_, a, c in rows]}
 
 
 def finish(model: MultiExitNet, data: Split, targets: Tensor, train_rows: Tensor, val_rows: Tensor,

@@ -7,18 +7,19 @@ so the total number of queries is rounds x synthetic set size (leftover budget i
 1. start: a synthetic set of ``syn_size`` random inputs (Gaussian noise, N(0, 1) after the models'
    input normalisation, clipped to the image range);
 2. E-step (estimate): query the victim with the current synthetic set and train the substitute,
-   warm-started from the previous round, on the victim's soft answers for ``epochs`` epochs (the
-   paper's M = 10);
+   warm-started from the previous round, on the victim's soft answers for ``epochs`` epochs (M;
+   10, as in the paper);
 3. S-step (synthesise), OPT-SYN: for every new input draw a random soft target
    y ~ Dirichlet(``dirichlet_alpha`` * 1) and, from random noise, optimise the input x for
-   ``opt_steps`` steps (the paper's m = 30) with Adam (lr ``opt_lr`` = 0.01, the paper's) to
+   ``opt_steps`` steps (m; 30 as in the paper) with Adam (lr ``opt_lr`` = 0.01, as in the paper) to
    minimise the cross-entropy between y and the substitute's output on x (its final exit), keeping
    x in [0, 1]; the result is the next round's synthetic set. No S-step follows the last round.
 
-As in the paper each E-step trains on the current round's synthetic set only; ``accumulate=true``
-trains on every answer bought so far instead (not in the paper). DNN-SYN, the paper's
-generator-based alternative, is not implemented. The concentration ``dirichlet_alpha`` defaults to
-1.0 (targets uniform over the probability simplex); we could not check the paper's value.
+Each E-step trains on the current round's synthetic set only (our reading of the paper's
+algorithm); ``accumulate=true`` trains on every answer bought so far instead (not in the paper).
+DNN-SYN, the paper's generator-based alternative, is not implemented. The concentration
+``dirichlet_alpha`` defaults to 1.0 (targets uniform over the probability simplex); we could not
+check the paper's value.
 
 Training differs from the paper's in the optimiser only: like every baseline
 (``attacks/baseline.py``) the substitute is trained on all exits with the suite's performance loss
@@ -38,6 +39,7 @@ from torch import Tensor
 
 from attacks.base import AttackContext, StolenModel
 from attacks.baseline import (
+    NOISE_KINDS,
     BaselineAttack,
     as_split,
     build_substitute,
@@ -97,6 +99,7 @@ class ESA(BaselineAttack):
     opt_lr: float = 0.01
     dirichlet_alpha: float = 1.0
     accumulate: bool = False
+    init: str = "gaussian"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -104,6 +107,8 @@ class ESA(BaselineAttack):
             raise ConfigError(f"attack 'esa': syn_size must be >= 2, got {self.syn_size}")
         if self.opt_steps < 0 or self.opt_lr <= 0 or self.dirichlet_alpha <= 0:
             raise ConfigError("attack 'esa': need opt_steps >= 0, opt_lr > 0 and dirichlet_alpha > 0")
+        if self.init not in NOISE_KINDS:
+            raise ConfigError(f"attack 'esa': init must be one of {', '.join(NOISE_KINDS)}, got {self.init!r}")
 
     def step_size(self) -> int:
         return self.syn_size
@@ -121,7 +126,7 @@ class ESA(BaselineAttack):
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
         seconds, log = 0.0, []
 
-        x = noise_images(size, oracle.input_shape, gen, "gaussian")
+        x = noise_images(size, oracle.input_shape, gen, self.init)
         for r in range(rounds):
             rows = slice(r * size, (r + 1) * size)
             batch = as_split(x)
@@ -138,7 +143,7 @@ class ESA(BaselineAttack):
                         "victim_labels_seen": int(probs.argmax(1).unique().numel())})
             if r + 1 < rounds:  # S-step
                 y = torch.from_numpy(rng.dirichlet(np.full(oracle.num_classes, self.dirichlet_alpha), size)).float()
-                start = noise_images(size, oracle.input_shape, gen, "gaussian")
+                start = noise_images(size, oracle.input_shape, gen, self.init)
                 x = opt_syn(model, y, start, self.opt_steps, self.opt_lr, ctx.device)
 
         data = Split(xs, torch.zeros(total, dtype=torch.long))

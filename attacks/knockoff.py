@@ -2,7 +2,7 @@
 Black-Box Models", CVPR 2019), the ``Knock`` row of the multi-exit paper's Table 1.
 
 The attacker queries natural images from an unrelated distribution (here the query set) and trains
-a knockoff on the victim's soft outputs (paper Sec. 4-5). Two sampling strategies (Sec. 4.1):
+a knockoff on the victim's soft outputs. Two sampling strategies for the transfer set (paper Sec. 4):
 
 ``--attack-opt sampling=random``
     Draw the transfer set uniformly without replacement from the query set, query it, train.
@@ -12,7 +12,7 @@ a knockoff on the victim's soft outputs (paper Sec. 4-5). Two sampling strategie
     At each step ``batch_size`` actions z ~ pi = softmax(H) are drawn, each answered by the next
     unused image of class z (a class leaves the action set once its images are used up); the
     victim's outputs y give each query a reward, and a knockoff trained online on the queries so
-    far (one Adam step per batch) supplies the loss reward. The paper's three rewards (Sec. 4.1.2):
+    far (one Adam step per batch) supplies the loss reward. The paper's three rewards:
 
     - certainty: the margin between the victim's two largest probabilities, y_(1) - y_(2);
     - diversity: sum_k max(0, y_k - mean of y_k over the last ``window`` (Delta) answers);

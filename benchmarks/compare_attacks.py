@@ -3,6 +3,7 @@ markdown table of acc, clo and cc_ratio beside the paper's VGG/CIFAR10 rows.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/compare_attacks.py            # embedded default
     .venv/bin/python benchmarks/compare_attacks.py --budget 10000 --seed 0 --defense none
+    .venv/bin/python benchmarks/compare_attacks.py --baseline-opt tolerance=0   # a stricter SDN rule
 
 Each run goes through ``benchmark.runner.run(RunConfig(...))``, exactly like ``python -m benchmark
 run``, and its Result JSON is written to ``--results`` (default ``results/compare-<victim>-<dataset>-
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--attacks", help="comma-separated row labels to run (default: all): "
                    + ", ".join(label for label, *_ in ATTACK_ROWS))
+    p.add_argument("--baseline-opt", dest="baseline_opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="option given to every baseline (knockoff, noise, esa), e.g. tolerance=0 (repeatable)")
     p.add_argument("--results", type=Path, help="folder for the Result JSON files")
     p.add_argument("--reuse", action="store_true", help="reuse Result files whose configuration matches")
     p.add_argument("--paper-csv", dest="paper_csv", type=Path, default=DEFAULT_PAPER_CSV)
@@ -138,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     except CompareError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    extra = f", baseline options {' '.join(args.baseline_opt)}" if args.baseline_opt else ""
     print(f"{args.victim} / {args.dataset}, queries from {args.query_data}, defense {args.defense}, "
-          f"budget {args.budget}, seed {args.seed}, device {args.device}; paper: Table 1, VGG / CIFAR10\n")
+          f"budget {args.budget}, seed {args.seed}, device {args.device}{extra}; paper: Table 1, VGG / CIFAR10\n")
     print(render_table(results, paper))
     print()
     for line in ordering_checks(results):
@@ -150,15 +154,22 @@ def main(argv: list[str] | None = None) -> int:
 def run_all(args: argparse.Namespace, rows) -> dict[str, dict]:
     from benchmark.config import RunConfig
     from benchmark.errors import StealBenchError
+    from benchmark.options import parse_kv
     from benchmark.runner import run
 
+    try:
+        extra = parse_kv(args.baseline_opt, "baseline")
+    except StealBenchError as exc:
+        raise CompareError(str(exc)) from exc
+    suffix = "".join(f"-{k}{v}" for k, v in sorted(extra.items()))
     folder = args.results or ROOT / "results" / (f"compare-{args.victim}-{args.dataset}-{args.defense}"
-                                                 f"-b{args.budget}-s{args.seed}")
+                                                 f"-b{args.budget}-s{args.seed}{suffix}")
     results = {}
     for label, attack, opts, _ in rows:
+        options = dict(opts) if attack == "ours" else {**opts, **extra}
         cfg = RunConfig(attack=attack, defense=args.defense, victim=args.victim, dataset=args.dataset,
                         query_data=args.query_data, budget=args.budget, seed=args.seed, device=args.device,
-                        attack_options=dict(opts))
+                        attack_options=options)
         path = folder / (label.replace(" ", "-").replace("(", "").replace(")", "") + ".json")
         if args.reuse and path.is_file():
             cached = json.loads(path.read_text())

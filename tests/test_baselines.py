@@ -147,21 +147,41 @@ def trained():
     return task, load_or_train(spec, task, 0, "cpu", progress=False).model, spec
 
 
-@pytest.mark.parametrize("name, opts", [("knockoff", {"sampling": "random"}), ("knockoff", {"sampling": "adaptive"}),
-                                        ("noise", {}), ("esa", {"syn_size": 400, "opt_steps": 10})], ids=IDS)
-def test_beats_an_untrained_substitute(name, opts, trained, query_set):
-    task, victim, spec = trained
-    test = task.test.subset(1000)
-    oracle = VictimOracle(victim, SimulatedTiming(PROFILE, 0), 2000)
+def beats_untrained(victim, spec, task, query_set, name, opts, budget):
+    """Run the attack on ``victim`` and score it and an untrained substitute on the test set."""
+    oracle = VictimOracle(victim, SimulatedTiming(PROFILE, 0), budget)
     context = AttackContext(seed=0, substitute=spec, progress=False)
-    stolen = ATTACKS[name](epochs=3, **opts).run(oracle.black_box(), query_set, 2000, context)
+    stolen = ATTACKS[name](**opts).run(oracle.black_box(), query_set, budget, context)
+    assert oracle.used <= budget
+    torch.manual_seed(0)
     untrained = spec.build(10, (3, 32, 32))
     untrained.set_thresholds([0.5, 0.5, 0.5, 0.0])
-    got, base = compare(victim, stolen.model, test, "cpu"), compare(victim, untrained, test, "cpu")
-    assert oracle.used <= 2000
-    margin = 0.1 if name == "noise" else 0.3  # noise inputs carry little of the task (Table 1: ~35%)
-    assert got["fidelity"] >= base["fidelity"] + margin, (got, base)
-    assert got["acc"] >= base["acc"] + margin, (got, base)
+    return compare(victim, stolen.model, task.test, "cpu"), compare(victim, untrained, task.test, "cpu")
+
+
+@pytest.mark.parametrize("sampling", ["random", "adaptive"])
+def test_knockoff_beats_an_untrained_substitute(sampling, trained, query_set):
+    """A 1-epoch victim, 2000 queries, 8 epochs: ~77-79% accuracy against ~11% untrained."""
+    task, victim, spec = trained
+    got, base = beats_untrained(victim, spec, task, query_set, "knockoff",
+                                {"sampling": sampling, "epochs": 8, "batch_size": 64}, 2000)
+    assert got["acc"] >= base["acc"] + 0.4 and got["fidelity"] >= base["fidelity"] + 0.4, (got, base)
+
+
+@pytest.fixture(scope="module")
+def default_victim():
+    task = TASKS["synthetic"](DataRequest(Path("unused")))
+    spec = VICTIMS["sdn-tiny"]()
+    return task, load_or_train(spec, task, 0, "cpu", progress=False).model, spec
+
+
+@pytest.mark.slow
+def test_noise_beats_an_untrained_substitute(default_victim, query_set):
+    """Noise answers carry little of the task: it takes the default victim and budget (a 1-epoch
+    victim answers almost all noise with one class). Measured: 63% against ~11% untrained."""
+    task, victim, spec = default_victim
+    got, base = beats_untrained(victim, spec, task, query_set, "noise", {}, 10_000)
+    assert got["acc"] >= base["acc"] + 0.3 and got["fidelity"] >= base["fidelity"] + 0.3, (got, base)
 
 
 # ---- the pieces -----------------------------------------------------------------------------
