@@ -36,7 +36,7 @@ def execute_job(config: dict[str, Any], threads: int) -> dict[str, Any]:
 
         result = run(RunConfig.from_dict(config, source="job"), progress=False)
         return {"ok": True, "result": result.to_json(), "seconds": time.perf_counter() - start}
-    except Exception as exc:  # a job's failure is data, not the sweep's end
+    except (Exception, SystemExit) as exc:  # a job's failure is data, not the sweep's end
         return {"ok": False, "error": error_info(exc), "seconds": time.perf_counter() - start}
 
 
@@ -121,6 +121,8 @@ class LocalExecutor:
                         "message": f"a worker process died while this job ran ({exc}); it (or a job running "
                                    f"beside it) may have been killed or run out of memory",
                         "traceback": ""}}
+                except (Exception, SystemExit) as exc:  # e.g. a result that could not be sent back
+                    outcome = {"ok": False, "error": error_info(exc)}
                 yield job, outcome
             if broken:
                 self.abort()
