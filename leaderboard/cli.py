@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     ve.add_argument("files", nargs="*", help="only these entry files (default: all)")
     ve.add_argument("--sample", type=int, help="re-run N entries drawn at random (with --sample-seed)")
     ve.add_argument("--sample-seed", dest="sample_seed", type=int, default=0, help="seed of the draw (default 0)")
+    ve.add_argument("--cheap", type=float, metavar="SECONDS",
+                    help="re-run the entries whose recorded attack took at most SECONDS (with --sample: plus N others)")
     ve.add_argument("--exact", action="store_true", help="require every compared number to be bit-identical")
     ve.add_argument("--jobs", type=int, default=1, help="entries re-run in parallel (processes; default 1)")
 
@@ -121,7 +123,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for f in files:
         if not f.is_file():
             raise StealBenchError(f"{f}: no such entry file")
-    chosen = select(files, args.sample, args.sample_seed)
+    chosen = select(files, args.sample, args.sample_seed, args.cheap)
     tol = "exact" if args.exact else f"{TOLERANCE['abs']:g} absolute / {TOLERANCE['rel']:g} relative"
     print(f"verify: re-running {len(chosen)} of {len(files)} entries (tolerance {tol}; {args.jobs} job(s))",
           flush=True)

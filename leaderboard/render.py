@@ -192,20 +192,38 @@ def _multi_exit_section(section: str, rows: list[Row]) -> str:
 
 
 def _exact_section(rows: list[Row]) -> str:
+    """Exact extraction: one row per (victim, defense, attack), the defenses that leave the least
+    output agreement first (then fewest neurons recovered)."""
     cells: dict[tuple[str, str, str], list[Row]] = defaultdict(list)
     for r in rows:
         cells[(r.section, r.defense, r.attack)].append(r)
+    stats = {}
+    for key, rs in cells.items():
+        stats[key] = {"agree": _mean([r.scores.get("output_agreement") for r in rs]),
+                      "neurons": _mean([r.scores.get("neurons_recovered") for r in rs]),
+                      "error": _mean([r.scores.get("max_weight_error_log2") for r in rs]),
+                      "queries": _mean([r.scores.get("queries") for r in rs]),
+                      "labels": _mean([r.cost.get("labels_changed") for r in rs]),
+                      "latency_ms": _mean([r.cost.get("added_latency_mean_s") * 1e3 for r in rs
+                                           if is_number(r.cost.get("added_latency_mean_s"))]),
+                      "seeds": len({r.seed for r in rs})}
+
+    def order(key: tuple[str, str, str]) -> tuple:
+        v = stats[key]
+        return (key[0], *(math.inf if v[k] is None else v[k] for k in ("agree", "neurons", "labels", "latency_ms")),
+                key[1], key[2])
+
     table = []
-    for key in sorted(cells, key=lambda k: (k[0], -(_mean([r.scores.get("output_agreement") for r in cells[k]])
-                                                    or 0.0), k[1], k[2])):
-        rs = cells[key]
-        table.append({"victim": key[0], "defense": key[1], "attack": key[2],
-                      "output agreement": _fmt(_mean([r.scores.get("output_agreement") for r in rs])),
-                      "neurons recovered": _fmt(_mean([r.scores.get("neurons_recovered") for r in rs])),
-                      "max weight error (log2)": _fmt(_mean([r.scores.get("max_weight_error_log2") for r in rs]), 1),
-                      "queries": _fmt(_mean([r.scores.get("queries") for r in rs]), 0),
-                      "seeds": str(len({r.seed for r in rs}))})
-    return f"## Exact extraction (ReLU networks)\n\n{_md(table)}\n"
+    for key in sorted(cells, key=order):
+        v = stats[key]
+        table.append({"victim": key[0], "defense": key[1] + (" (reference)" if key[1] == "none" else ""),
+                      "attack": key[2], "output agreement": _fmt(v["agree"]), "neurons recovered": _fmt(v["neurons"]),
+                      "max weight error (log2)": _fmt(v["error"], 1), "queries": _fmt(v["queries"], 0),
+                      "labels changed": _fmt(v["labels"]), "added latency (ms)": _fmt(v["latency_ms"], 4),
+                      "seeds": str(v["seeds"])})
+    return ("## Exact extraction (ReLU networks)\n\nOne row per victim, defense and attack; the defenses that leave "
+            "the least output agreement first. `labels changed`: share of honest answers whose label the defense "
+            "changes.\n\n" + _md(table) + "\n")
 
 
 TEXT_COLUMNS = {"defense", "acts on", "strongest attack", "attack", "victim"}

@@ -32,6 +32,7 @@ POSITIVE = ("cc_flops", "victim_cc_flops", "cc_ratio")
 HISTS = ("victim_exit_hist", "stolen_exit_hist")
 # exact-extraction family
 EXACT_UNIT = ("output_agreement", "neurons_recovered")
+EXACT_UNIT_OPTIONAL = ("neurons_identified", "label_agreement")
 EXACT_NUMBER_OR_NULL = ("max_weight_error_log2",)
 # required environment
 ENV_STRINGS = ("stealbench", "python", "torch")
@@ -294,6 +295,8 @@ def check_multi_exit_scores(c: _Checker) -> None:
 def check_exact_scores(c: _Checker) -> None:
     for key in EXACT_UNIT:
         c.number(f"scores.{key}", 0, 1)
+    for key in EXACT_UNIT_OPTIONAL:
+        c.number(f"scores.{key}", 0, 1, required=False)
     for key in EXACT_NUMBER_OR_NULL:
         c.number(f"scores.{key}", nullable=True, required=False)
 

@@ -137,7 +137,36 @@ def submit(cfg: RunConfig, entries_dir: Path, progress: bool = False) -> Path:
                               f"overwritten")
     with leaderboard_cache(torch.get_num_threads()):
         result = run(cfg, progress=progress)
-    return write_entry(prepare(result.to_json()), entries_dir)
+    data = prepare(result.to_json())
+    data["config"] = stated_options(data)  # what the run really used (e.g. options derived from the victim)
+    try:
+        return write_entry(data, entries_dir)
+    except StealBenchError as exc:
+        kept = keep_rejected(data)
+        raise StealBenchError(f"{exc} (the run's result is kept at {show(kept)})") from None
+
+
+def stated_options(data: dict[str, Any]) -> dict[str, Any]:
+    """The configuration with each plugin's options as the run recorded them (resolved, complete)."""
+    config = dict(data["config"])
+    for kind in KINDS:
+        block = data.get(kind)
+        if isinstance(block, dict) and isinstance(block.get("options"), dict):
+            config[f"{kind}_options"] = {**(config.get(f"{kind}_options") or {}), **block["options"]}
+    return config
+
+
+def keep_rejected(data: dict[str, Any]) -> Path:
+    """A result that could not become an entry, kept under results/ so minutes of work are not lost."""
+    import time
+
+    from benchmark.io import write_json
+
+    cfg = data["config"]
+    path = Path("results") / f"leaderboard-rejected-{time.strftime('%Y%m%d-%H%M%S')}-{cfg['attack']}-" \
+                             f"{cfg['defense']}-{cfg['victim']}-s{cfg['seed']}.json"
+    write_json(path, data)
+    return path
 
 
 def import_result(path: Path, entries_dir: Path) -> Path:
@@ -152,12 +181,7 @@ def import_result(path: Path, entries_dir: Path) -> Path:
     config = data.get("config")
     if not isinstance(config, dict):
         raise StealBenchError(f"{show(path)}: not a result (no config)")
-    config = dict(config)
-    for kind in KINDS:
-        block = data.get(kind)
-        if isinstance(block, dict) and isinstance(block.get("options"), dict):
-            config[f"{kind}_options"] = {**block["options"], **(config.get(f"{kind}_options") or {})}
-    data["config"] = config
+    data["config"] = config = stated_options(data)
     data = prepare(data)  # the installed version of an out-of-tree plugin (a run result does not say)
     problems = check_entry(data)
     if problems:

@@ -9,8 +9,8 @@ Tolerance (``TOLERANCE``; ``--exact`` sets every one to 0):
   ``accuracy_lost`` / ``defended_acc``; exact family: ``output_agreement``, ``neurons_recovered``);
 - relative 0.02: ``cc_flops``, ``victim_cc_flops``, ``cc_ratio``, ``added_latency_mean_s``;
 - any other number in ``scores``: within 0.02 absolute or 0.02 relative;
-- not compared: wall-clock and energy measurements (``attack_seconds``, ``energy_*``,
-  ``train_seconds``, ``cached``) and the environment.
+- not compared: wall-clock and energy measurements (``attack_seconds`` and every other
+  ``*_seconds`` score, ``energy_*``, the victim's ``train_seconds`` and ``cached``) and the environment.
 
 Entries use the simulated timing channel with the FLOPs profile (machine-independent) on CPU, so a
 re-run with the same thread count on the same kind of machine reproduces every compared number
@@ -35,7 +35,8 @@ TOLERANCE = {"abs": ABS, "rel": REL}
 EXACT_KEYS = {"scores.queries", "victim.num_exits", "victim.exit_flops"}
 ABS_KEYS = {"scores.acc", "scores.victim_acc", "scores.clo", "scores.fidelity", "scores.clo_and_fidelity",
             "scores.exit_accuracy", "scores.exit_accuracy_baseline", "scores.victim_exit_hist",
-            "scores.stolen_exit_hist", "scores.output_agreement", "scores.neurons_recovered", "victim.thresholds",
+            "scores.stolen_exit_hist", "scores.output_agreement", "scores.neurons_recovered",
+            "scores.neurons_identified", "scores.label_agreement", "victim.thresholds",
             "defense.cost.accuracy_lost", "defense.cost.defended_acc"}
 REL_KEYS = {"scores.cc_flops", "scores.victim_cc_flops", "scores.cc_ratio", "defense.cost.added_latency_mean_s"}
 SKIP_SCORES = {"attack_seconds", "energy_j_per_sample", "energy_source", "energy_reason"}
@@ -99,7 +100,8 @@ def _describe_rule(rule: str, tol: float) -> str:
 
 def compare(recorded: dict, rerun: dict, exact: bool = False) -> tuple[list[str], tuple[float, str]]:
     """(problems, (largest difference, where)) between a recorded entry and its re-run."""
-    keys = [f"scores.{k}" for k in (recorded.get("scores") or {}) if k not in SKIP_SCORES]
+    keys = [f"scores.{k}" for k in (recorded.get("scores") or {})
+            if k not in SKIP_SCORES and not k.endswith("_seconds")]
     keys += ["victim.num_exits", "victim.exit_flops", "victim.thresholds", "defense.cost.accuracy_lost",
              "defense.cost.defended_acc", "defense.cost.added_latency_mean_s"]
     problems: list[str] = []
@@ -184,12 +186,25 @@ def verify_one(path: Path, exact: bool = False) -> Outcome:
     return Outcome(path, "fail" if problems else "ok", problems, time.perf_counter() - start, largest)
 
 
-def select(files: list[Path], sample: int | None, sample_seed: int) -> list[Path]:
-    """All ``files``, or ``sample`` of them drawn with ``sample_seed`` (the same draw every time)."""
+def recorded_seconds(path: Path) -> float | None:
+    """The attack time an entry recorded (None if unreadable): what a re-run costs, roughly."""
+    data = read_entry(path).data
+    value = ((data or {}).get("scores") or {}).get("attack_seconds")
+    return float(value) if is_number(value) else None
+
+
+def select(files: list[Path], sample: int | None, sample_seed: int, cheap: float | None = None) -> list[Path]:
+    """Which entries to re-run: all ``files``; or, with ``cheap``, those whose recorded attack took at
+    most ``cheap`` seconds; plus, with ``sample``, that many of the others drawn with ``sample_seed``
+    (the same draw every time)."""
     files = sorted(files)
-    if sample is None or sample >= len(files):
+    if sample is None and cheap is None:
         return files
-    return sorted(random.Random(sample_seed).sample(files, sample))
+    chosen = [f for f in files if (s := recorded_seconds(f)) is not None and s <= cheap] if cheap is not None else []
+    rest = [f for f in files if f not in chosen]
+    if sample is not None:
+        chosen += rest if sample >= len(rest) else random.Random(sample_seed).sample(rest, sample)
+    return sorted(chosen)
 
 
 def verify_many(files: list[Path], exact: bool = False, jobs: int = 1, report=print) -> list[Outcome]:

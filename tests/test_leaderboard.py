@@ -279,12 +279,18 @@ def test_verify_reruns_exactly_and_catches_a_tampered_score(entries, capsys):
     assert "0 ok, 1 failed" in err and "Traceback" not in out + err
 
 
-def test_verify_selects_a_fixed_sample(tmp_path):
+def test_verify_selects_cheap_entries_and_a_fixed_sample(tmp_path):
     from leaderboard.verify import select
 
-    files = [tmp_path / f"{i}.json" for i in range(10)]
-    assert select(files, 3, 0) == select(list(reversed(files)), 3, 0)
+    files = []
+    for i in range(10):
+        files.append(tmp_path / f"{i}.json")
+        files[-1].write_text(json.dumps({"scores": {"attack_seconds": 10.0 * i}}))
+    assert select(files, 3, 0) == select(list(reversed(files)), 3, 0)  # the same draw every time
     assert len(select(files, 3, 0)) == 3 and select(files, None, 0) == files and select(files, 20, 0) == files
+    assert select(files, None, 0, cheap=25) == files[:3]
+    both = select(files, 2, 0, cheap=25)
+    assert len(both) == 5 and set(files[:3]) <= set(both)
 
 
 def test_verify_compare_tolerances(tiny):
