@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = sub.add_parser("sweep", help="run the attack x defense x victim x dataset x seed grid, one job per cell",
                         description="Entries: NAME[:KEY=VALUE[:KEY=VALUE...]], comma-separated, e.g. "
-                                    "--defenses none,jitter:size=2:keyed=true,padding. See docs/sweeps.md.")
+                                    "--defenses none,jitter:size=2:keyed=true,padding. See the README, section Sweeps.")
     sw.add_argument("--config", help="TOML or YAML sweep file (flags override it)")
     sw.add_argument("--attacks", help="e.g. ours,knockoff or ours,ours:repeats=4")
     sw.add_argument("--defenses", help="e.g. none,jitter:size=2,padding")

@@ -15,7 +15,7 @@ themselves. The scores of ``serial-1t`` and ``pool`` must be identical (same see
 count), which the script checks. The machine's load average is recorded beside the times: on a
 shared machine other processes take cores away and the speed-up shrinks (with Linux's
 ``sched_autogroup`` a busy machine gives the whole session one fair share, however many processes
-it runs; docs/sweeps.md shows how the published figure was measured).
+it runs; the README ("Sweeps") shows how the published figure was measured).
 """
 
 from __future__ import annotations

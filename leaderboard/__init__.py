@@ -1,6 +1,6 @@
 """The StealBench leaderboard: one schema-versioned JSON per entry under ``leaderboard/entries/``,
 a rendered table ``leaderboard/LEADERBOARD.md`` and ``python -m leaderboard`` to validate, render,
-verify (re-run) and submit entries. See ``docs/leaderboard.md``.
+verify (re-run) and submit entries. See the README, section Leaderboard.
 
 Modules: ``store`` (where entries live, how they are named and loaded), ``schema`` (what one entry
 must hold), ``validate`` (the whole folder), ``render`` (the table), ``verify`` (re-run and compare),

@@ -41,7 +41,7 @@ the undefended (`none`) reference's. Costs: accuracy the defense takes from hone
 (test set, answers as served), mean latency it adds per query, and the victim's measured energy per
 sample (`n/a` where no energy counter was readable). `attacks` counts the attacks tried against the
 defense out of all the attacks in the section. Every entry is one JSON file in
-[`entries/`](entries/); `python -m leaderboard verify` re-runs them (see `docs/leaderboard.md`).
+[`entries/`](entries/); `python -m leaderboard verify` re-runs them (see the README, section Leaderboard).
 """
 
 

@@ -196,7 +196,7 @@ def check_config(c: _Checker) -> dict[str, Any] | None:
     if cfg["timing"] != "simulated" or cfg["timing_profile"] != "flops":
         c.add("config.timing", f"timing {cfg['timing']!r} with profile {cfg['timing_profile']!r}: leaderboard "
                                f"entries use timing 'simulated' with timing_profile 'flops', so anyone can re-run "
-                               f"them exactly (see docs/leaderboard.md)")
+                               f"them exactly (see the README, section Leaderboard)")
     if cfg["data_root"] is not None:
         c.add("config.data_root", "config.data_root is a path on the submitter's machine; it must be null")
     ok = True

@@ -51,7 +51,7 @@ def complete_config(cfg: RunConfig) -> RunConfig:
     for key, want in POLICY.items():
         if getattr(cfg, key) != want:
             raise StealBenchError(f"leaderboard entries need {key} = {want!r} (got {getattr(cfg, key)!r}) so "
-                                  f"that anyone can re-run them exactly; see docs/leaderboard.md")
+                                  f"that anyone can re-run them exactly; see the README, section Leaderboard")
     for kind in ("attack", "defense", "victim", "dataset", "query_data"):
         _, problem = lookup(kind, getattr(cfg, kind))
         if problem:

@@ -97,6 +97,8 @@ def test_budget_smaller_than_one_step_is_a_one_line_error(query_set):
     (["--attack", "esa", "--budget", "999"], "needs a budget of at least one round (1000 queries), got 999"),
     (["--attack", "esa", "--attack-opt", "syn_size=100", "--budget", "50"], "at least one round (100 queries)"),
     (["--attack", "noise", "--attack-opt", "distribution=pink"], "distribution must be one of"),
+    (["--attack", "esa", "--attack-opt", "init=pink"], "init must be one of"),
+    (["--attack", "esa", "--attack-opt", "syn_size=1"], "syn_size must be >= 2"),
     (["--attack", "noise", "--attack-opt", "val_fraction=1.5"], "val_fraction must be in [0, 1)"),
     (["--attack", "knockoff", "--attack-opt", "samplng=random"], "did you mean 'sampling'"),
 ])
@@ -159,6 +161,7 @@ def beats_untrained(victim, spec, task, query_set, name, opts, budget):
     return compare(victim, stolen.model, task.test, "cpu"), compare(victim, untrained, task.test, "cpu")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampling", ["random", "adaptive"])
 def test_knockoff_beats_an_untrained_substitute(sampling, trained, query_set):
     """A 1-epoch victim, 2000 queries, 8 epochs: ~77-79% accuracy against ~11% untrained."""

@@ -1,7 +1,7 @@
 import torch
+from helpers import tiny_victim
 
 from benchmark.metrics import align_exits, compare, exit_accuracy
-from helpers import tiny_victim
 
 
 def test_align_exits_identity_and_positions():

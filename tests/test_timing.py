@@ -1,8 +1,8 @@
 import torch
+from helpers import PROFILE, tiny_victim
 
 from benchmark.oracle import VictimOracle
 from benchmark.timing import MeasuredTiming, SimulatedTiming, calibrate
-from helpers import PROFILE, tiny_victim
 
 
 def test_measured_timing_times_each_sample():
