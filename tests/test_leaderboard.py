@@ -7,6 +7,7 @@ import copy
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -229,7 +230,7 @@ def test_render_ranks_defenses_by_the_strongest_attack(tmp_path, tiny, capsys):
     assert lb("--entries", root, "render", "--out", table) == 0
     text = table.read_text()
     first = text.split("### Per-attack detail")[0].splitlines()
-    rows = [line for line in first if line.startswith("| ") and not line.startswith("| rank")]
+    rows = [line for line in first if re.match(r"\|\s+\d+ \|", line)]  # ranked rows, not header or rule
     # padding: strongest attack is knockoff (mean clo over 2 seeds 0.50) -> rank 1; top1 0.60; none 0.80
     assert rows[0].split("|")[2].strip() == "padding" and "knockoff" in rows[0] and "0.500" in rows[0]
     assert rows[1].split("|")[2].strip() == "top1" and "0.600" in rows[1]
