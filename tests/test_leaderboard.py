@@ -351,3 +351,25 @@ def test_killed_submit_leaves_no_file(tmp_path):
     _out, err = proc.communicate(timeout=240)
     assert proc.returncode == 130 and "no entry was half-written" in err and "Traceback" not in err
     assert not root.exists() or [p for p in root.rglob("*") if p.is_file()] == []
+
+
+# ---- exact extraction (relu-mlp) ------------------------------------------------------------------
+
+def test_exact_extraction_entry(tmp_path, capsys):
+    """The cryptanalytic attack's score family: submitted, validated, rendered, verified bit for bit."""
+    root = tmp_path / "entries"
+    assert lb("--entries", root, "submit", "--attack", "cryptanalytic", "--victim", "relu-mlp", "--quiet") == 0
+    (path,) = entry_files(root)
+    assert path.parent.parent.name == "relu-mlp-synthetic"
+    data = json.loads(path.read_text())
+    assert check_entry(data) == [] and data["config"]["attack_options"]["layers"] == "10-5-5-1"
+    assert lb("--entries", root, "render", "--out", tmp_path / "t.md") == 0
+    assert "## Exact extraction (ReLU networks)" in (tmp_path / "t.md").read_text()
+    assert lb("--entries", root, "verify", "--exact") == 0
+    capsys.readouterr()
+    data["scores"]["output_agreement"] = math.nan
+    data["scores"]["neurons_recovered"] = 1.2
+    path.write_text(json.dumps(data))
+    assert lb("--entries", root, "validate") == 1
+    out = capsys.readouterr().out
+    assert "scores.output_agreement is NaN" in out and "scores.neurons_recovered = 1.2 is out of range" in out
