@@ -373,3 +373,28 @@ def test_exact_extraction_entry(tmp_path, capsys):
     assert lb("--entries", root, "validate") == 1
     out = capsys.readouterr().out
     assert "scores.output_agreement is NaN" in out and "scores.neurons_recovered = 1.2 is out of range" in out
+
+
+def _leaves(node, path=()):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key not in ("details", "latency_profile"):  # long lists of numbers: sampled by the NaN sweep test
+                yield from _leaves(value, (*path, key))
+    yield path
+
+
+@pytest.mark.parametrize("bad", [None, "x", [], {}, math.nan, -1, True, 10**30], ids=repr)
+def test_validate_never_crashes(bad):
+    """Any field of a real entry replaced by a value of the wrong kind: problems, never an exception."""
+    src = sorted((ROOT / "leaderboard" / "entries").rglob("ours-*.json"))[0]
+    data = json.loads(src.read_text())
+    for path in _leaves(data):
+        if not path:
+            continue
+        d = copy.deepcopy(data)
+        node = d
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = bad
+        problems = check_entry(d)
+        assert all(isinstance(p, str) and "\n" not in p for p in problems)
