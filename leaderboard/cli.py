@@ -146,7 +146,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
         path = import_result(Path(args.from_result), entries)
     else:
         from benchmark.cli import config_from_args
+        from leaderboard.submit import uncommitted_code
 
+        dirty = uncommitted_code()
+        if dirty:
+            print(f"warning: uncommitted changes in {', '.join(dirty[:3])}{' ...' if len(dirty) > 3 else ''}; the "
+                  f"entry records the last commit, which does not contain them (commit first)", file=sys.stderr)
         path = submit(config_from_args(args), entries, progress=not args.quiet)
     print(f"entry written to {show(path)}; next: python -m leaderboard render, then commit both")
     return 0

@@ -124,6 +124,19 @@ def write_entry(data: dict[str, Any], entries_dir: Path) -> Path:
     return path
 
 
+def uncommitted_code() -> list[str]:
+    """Files of StealBench's code with uncommitted changes (the entry's ``git_commit`` lacks them)."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--", "benchmark", "attacks", "defenses", "victims"],
+                             cwd=here, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line[3:] for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
 def submit(cfg: RunConfig, entries_dir: Path, progress: bool = False) -> Path:
     """Run ``cfg`` (completed) and write it as a new entry; returns its path."""
     import torch
