@@ -8,6 +8,11 @@ from its configuration alone::
 ``hash8`` is the first 8 hex digits of the SHA-256 of the entry's *identity*: its configuration
 without the fields that say where it ran (``device``, ``data_root``, ``download``). Two entries with
 the same identity are the same configuration, which the leaderboard holds at most once.
+
+The name hashes the configuration as the entry states it (complete and typed when it was
+submitted), so it does not change when a plugin later gains an option; the duplicate check
+(``leaderboard.validate``) compares configurations with every option filled in and typed as the
+plugins do now.
 """
 
 from __future__ import annotations

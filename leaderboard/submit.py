@@ -94,7 +94,7 @@ def check_new(data: dict[str, Any], entries_dir: Path) -> Path:
     problems = check_entry(data)
     if problems:
         raise StealBenchError("the result is not a valid entry: " + "; ".join(problems))
-    path = Path(entries_dir) / entry_relpath(_canonical(data["config"]))
+    path = Path(entries_dir) / entry_relpath(data["config"])  # the config is complete and typed by now
     if path.exists():
         raise StealBenchError(f"{show(path)} already exists (the same configuration); entries are never "
                               f"overwritten; delete it in a separate change if it must be redone")

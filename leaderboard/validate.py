@@ -40,7 +40,7 @@ def validate_entries(entries: list[Entry], entries_dir: Path | None = None) -> l
         else:
             seen[key] = entry.path
         if entries_dir is not None:
-            want = Path(entries_dir) / entry_relpath(config)
+            want = Path(entries_dir) / entry_relpath(entry.data["config"])  # as stated: stable when plugins grow
             if entry.path.resolve() != want.resolve():
                 problems.append(f"{name}: misplaced: an entry with this configuration belongs at {show(want)} "
                                 f"(python -m leaderboard submit names files)")

@@ -175,6 +175,26 @@ def test_validate_duplicate_spelled_differently(entries, capsys):
     assert "duplicate configuration" in capsys.readouterr().out
 
 
+def test_an_entry_made_before_a_plugin_gained_an_option_stays_valid(entries, capsys):
+    """A plugin that gains an option (with a default) does not invalidate or move older entries,
+    and a new entry with that option at its default is a duplicate of the old one."""
+    root, path, data = entries
+    for block in (data["config"]["defense_options"], data["defense"]["options"]):
+        del block["keyed"]  # as if the entry was made before jitter had `keyed`
+    path.unlink()
+    old = root / entry_relpath(data["config"])
+    old.parent.mkdir(parents=True, exist_ok=True)
+    old.write_text(json.dumps(data))
+    assert lb("--entries", root, "validate") == 0
+    data["config"]["defense_options"]["keyed"] = False
+    data["defense"]["options"]["keyed"] = False
+    new = root / entry_relpath(data["config"])
+    assert new != old
+    new.write_text(json.dumps(data))
+    assert lb("--entries", root, "validate") == 1
+    assert "duplicate configuration" in capsys.readouterr().out
+
+
 def test_validate_unreadable_and_leftover_files(entries, capsys):
     root, path, _ = entries
     path.write_text(path.read_text()[:200])  # truncated by hand
