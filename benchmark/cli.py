@@ -24,31 +24,38 @@ RUN_FLAGS = ("attack", "defense", "victim", "dataset", "query_data", "budget", "
              "device", "substitute_arch", "data_root", "download")
 
 
+def add_run_flags(p: argparse.ArgumentParser, *, timing: tuple[str, ...] = ("simulated", "measured"),
+                  profiles: tuple[str, ...] = ("calibrated", "flops"), profile_default: str | None = None,
+                  profile_help: str = "simulated timing: latency profile measured on this machine or derived "
+                                      "from FLOPs",
+                  budget_help: str = "query budget (default: the attack's)") -> None:
+    """The flags that describe one run (``run``, and ``python -m leaderboard submit``)."""
+    p.add_argument("--config", help="TOML or YAML file of settings (flags override it)")
+    p.add_argument("--preset", help="a named configuration, e.g. paper:vgg16-cifar10")
+    for name in ("attack", "defense", "victim", "dataset"):
+        p.add_argument(f"--{name}")
+    p.add_argument("--query-data", dest="query_data")
+    p.add_argument("--budget", type=int, help=budget_help)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--timing", choices=timing)
+    p.add_argument("--timing-profile", dest="timing_profile", choices=profiles, default=profile_default,
+                   help=profile_help)
+    p.add_argument("--device", help="cpu (default) or cuda[:N]")
+    p.add_argument("--substitute-arch", dest="substitute_arch", help="attacker's backbone family (default: victim's)")
+    p.add_argument("--data-root", dest="data_root")
+    p.add_argument("--download", action="store_true", default=None, help="allow torchvision to download data")
+    p.add_argument("--epochs", type=int, help="victim training epochs (shortcut for --victim-opt epochs=N)")
+    for kind in ("attack", "defense", "victim"):
+        p.add_argument(f"--{kind}-opt", dest=f"{kind}_opt", action="append", default=[], metavar="KEY=VALUE",
+                       help=f"{kind} option (repeatable); see `list`")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m benchmark", description="StealBench: model-stealing attacks vs defenses.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     r = sub.add_parser("run", help="run one attack against one defended victim and score it")
-    r.add_argument("--config", help="TOML or YAML file of settings (flags override it)")
-    r.add_argument("--preset", help="a named configuration, e.g. paper:vgg16-cifar10")
-    r.add_argument("--attack")
-    r.add_argument("--defense")
-    r.add_argument("--victim")
-    r.add_argument("--dataset")
-    r.add_argument("--query-data", dest="query_data")
-    r.add_argument("--budget", type=int, help="query budget (default: the attack's)")
-    r.add_argument("--seed", type=int)
-    r.add_argument("--timing", choices=("simulated", "measured"))
-    r.add_argument("--timing-profile", dest="timing_profile", choices=("calibrated", "flops"),
-                   help="simulated timing: latency profile measured on this machine or derived from FLOPs")
-    r.add_argument("--device", help="cpu (default) or cuda[:N]")
-    r.add_argument("--substitute-arch", dest="substitute_arch", help="attacker's backbone family (default: victim's)")
-    r.add_argument("--data-root", dest="data_root")
-    r.add_argument("--download", action="store_true", default=None, help="allow torchvision to download data")
-    r.add_argument("--epochs", type=int, help="victim training epochs (shortcut for --victim-opt epochs=N)")
-    for kind in ("attack", "defense", "victim"):
-        r.add_argument(f"--{kind}-opt", dest=f"{kind}_opt", action="append", default=[], metavar="KEY=VALUE",
-                       help=f"{kind} option (repeatable); see `list`")
+    add_run_flags(r)
     r.add_argument("--out", help="result JSON path (default: results/<time>-<attack>-<defense>-<victim>.json)")
     r.add_argument("--retrain", action="store_true", help="train the victim again even if cached")
     r.add_argument("--quiet", action="store_true", help="no progress bars")

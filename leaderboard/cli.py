@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmark.cli import add_run_flags
 from benchmark.errors import StealBenchError
 from leaderboard import ENTRIES, TABLE
 
@@ -45,25 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("submit", help="run a configuration and write it as a new entry (never overwrites)")
     s.add_argument("--from-result", dest="from_result", help="file this result JSON (from `python -m benchmark "
                                                               "run`/`sweep`) instead of running")
-    s.add_argument("--config", help="TOML or YAML file of settings (flags override it)")
-    s.add_argument("--preset", help="a named configuration, e.g. paper:vgg16-cifar10")
-    s.add_argument("--attack")
-    s.add_argument("--defense")
-    s.add_argument("--victim")
-    s.add_argument("--dataset")
-    s.add_argument("--query-data", dest="query_data")
-    s.add_argument("--budget", type=int, help="query budget (default: the attack's; recorded explicitly)")
-    s.add_argument("--seed", type=int)
-    s.add_argument("--timing", choices=("simulated",), default=None)
-    s.add_argument("--timing-profile", dest="timing_profile", choices=("flops",), default="flops",
-                   help="always flops: machine-independent, so the entry can be re-run exactly")
-    s.add_argument("--device", help="cpu (default) or cuda[:N]")
-    s.add_argument("--substitute-arch", dest="substitute_arch")
-    s.add_argument("--data-root", dest="data_root")
-    s.add_argument("--download", action="store_true", default=None)
-    s.add_argument("--epochs", type=int, help="victim training epochs (shortcut for --victim-opt epochs=N)")
-    for kind in ("attack", "defense", "victim"):
-        s.add_argument(f"--{kind}-opt", dest=f"{kind}_opt", action="append", default=[], metavar="KEY=VALUE")
+    add_run_flags(s, timing=("simulated",), profiles=("flops",), profile_default="flops",
+                  profile_help="always flops: machine-independent, so the entry can be re-run exactly",
+                  budget_help="query budget (default: the attack's; recorded explicitly)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
