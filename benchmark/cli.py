@@ -243,15 +243,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def dispatch(parser: argparse.ArgumentParser, handlers: dict, argv: list[str] | None, interrupted: str) -> int:
+    """Parse ``argv``, run the sub-command's handler; a StealBenchError is one line and exit 2,
+    Ctrl-C prints ``interrupted`` and exits 130 (shared by ``benchmark`` and ``leaderboard``)."""
     try:
-        args = build_parser().parse_args(argv)
-        handler = {"run": cmd_run, "list": cmd_list, "victims": cmd_victims, "sweep": cmd_sweep,
-                   "report": cmd_report}[args.command]
-        return handler(args)
+        args = parser.parse_args(argv)
+        return handlers[args.command](args)
     except StealBenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; nothing half-written was kept", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    handlers = {"run": cmd_run, "list": cmd_list, "victims": cmd_victims, "sweep": cmd_sweep, "report": cmd_report}
+    return dispatch(build_parser(), handlers, argv, "interrupted; nothing half-written was kept")

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmark.cli import add_run_flags
+from benchmark.cli import add_run_flags, dispatch
 from benchmark.errors import StealBenchError
 from leaderboard import ENTRIES, TABLE
 
@@ -148,14 +148,5 @@ def _terminate(signum, frame):  # SIGTERM unwinds like Ctrl-C, so temporary file
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
-    try:
-        args = build_parser().parse_args(argv)
-        handler = {"validate": cmd_validate, "render": cmd_render, "verify": cmd_verify,
-                   "submit": cmd_submit}[args.command]
-        return handler(args)
-    except StealBenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; no entry was half-written", file=sys.stderr)
-        return 130
+    handlers = {"validate": cmd_validate, "render": cmd_render, "verify": cmd_verify, "submit": cmd_submit}
+    return dispatch(build_parser(), handlers, argv, "interrupted; no entry was half-written")
