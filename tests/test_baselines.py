@@ -187,6 +187,14 @@ def test_noise_beats_an_untrained_substitute(default_victim, query_set):
     assert got["acc"] >= base["acc"] + 0.3 and got["fidelity"] >= base["fidelity"] + 0.3, (got, base)
 
 
+@pytest.mark.slow
+def test_esa_beats_an_untrained_substitute(default_victim, query_set):
+    """ESA with its defaults (Bernoulli start, refit on all answers): measured 69% against ~11%."""
+    task, victim, spec = default_victim
+    got, base = beats_untrained(victim, spec, task, query_set, "esa", {}, 10_000)
+    assert got["acc"] >= base["acc"] + 0.3 and got["fidelity"] >= base["fidelity"] + 0.3, (got, base)
+
+
 # ---- the pieces -----------------------------------------------------------------------------
 
 def test_global_threshold_rule():
