@@ -8,7 +8,8 @@ markdown table of acc, clo and cc_ratio beside the paper's VGG/CIFAR10 rows.
 Each run goes through ``benchmark.runner.run(RunConfig(...))``, exactly like ``python -m benchmark
 run``, and its Result JSON is written to ``--results`` (default ``results/compare-<victim>-<dataset>-
 <defense>-b<budget>-s<seed>/``); ``--reuse`` renders the table from those files where their
-configuration matches instead of running again. The paper's numbers are read from
+configuration matches instead of running again (it compares the run's configuration, not the code:
+delete the file of an attack whose code or defaults changed). The paper's numbers are read from
 ``../shared/reference/paper_table1.csv`` next to the repository root (``--paper-csv`` overrides).
 """
 

@@ -346,3 +346,26 @@ def test_conversion_helpers():
     rgb = torch.full((1, 3, 8, 8), 100, dtype=torch.uint8)
     assert vision.to_shape(rgb, (1, 8, 8)).unique().tolist() == [100]
     assert vision.resize(rgb, (4, 4)).unique().tolist() == [100]
+
+
+def test_synthetic_indist_is_fresh_task_data():
+    """The in-distribution query set: the task's classes and look, none of the victim's images."""
+    req = DataRequest(Path("unused"))
+    task, q = TASKS["synthetic"](req), QUERY_SETS["synthetic-indist"](req)
+    assert q.x.shape == (20_000, 3, 32, 32) and q.x.dtype == torch.uint8
+    assert set(q.y.unique().tolist()) == set(range(10))
+    assert torch.equal(q.x[:50], QUERY_SETS["synthetic-indist"](req).x[:50])  # deterministic
+    seen = {bytes(img.numpy()) for split in (task.train, task.val, task.test) for img in split.x}
+    assert not any(bytes(img.numpy()) in seen for img in q.x[:2000])
+    # labelled with the task's classes: each class's colour direction (3x3 channel covariance of the
+    # pattern) is closest to the same class of the victim's training data
+    def colour_cov(split):
+        out = []
+        for c in range(10):
+            x = split.x[split.y == c][:300].float().flatten(2)
+            d = x - x.mean(2, keepdim=True)
+            cov = torch.einsum("nip,njp->ij", d, d).flatten()
+            out.append(cov / cov.norm())
+        return torch.stack(out)
+    sim = colour_cov(q) @ colour_cov(task.train).T
+    assert torch.equal(sim.argmax(1), torch.arange(10)), sim

@@ -156,3 +156,16 @@ def load_synthetic_ood(req: DataRequest) -> Split:
         xs.append(to_uint8(x))
         ys.append(fam)
     return Split(torch.cat(xs), torch.cat(ys))
+
+
+INDIST_SIZE = 20_000
+
+
+@QUERY_SETS.register("synthetic-indist")
+def load_synthetic_indist(req: DataRequest) -> Split:
+    """20,000 fresh images of the ``synthetic`` task itself (its generator under another seed than
+    train/val/test), labelled with their task class: an attacker who owns in-distribution data.
+    Outside the paper's threat model (task-irrelevant queries); an ablation that shows how much of
+    a result comes from the shift between the query set and the task."""
+    gen = torch.Generator().manual_seed(10_007 * (req.seed + 1) + 97)
+    return make_task_split(INDIST_SIZE, gen, req.input_shape[-1])
