@@ -306,6 +306,36 @@ def test_opt_syn_moves_inputs_towards_targets():
     assert all(p.requires_grad for p in model.parameters())
 
 
+def test_esa_refit_returns_a_fresh_fit_on_every_answer(query_set):
+    """refit=true: the returned substitute is exactly a fresh substitute trained on all rounds'
+    answers (the warm-started E-step model only chose the synthetic inputs)."""
+    from attacks.baseline import build_substitute, train_substitute
+    from benchmark.data import to_uint8
+
+    seen_x, seen_p = [], []
+
+    class Recording(CountingOracle):
+        def query(self, x):
+            r = self.box.query(x)
+            seen_x.append(x.detach().clone())
+            seen_p.append(r.probs.float())
+            return r
+
+    attack = ATTACKS["esa"](syn_size=100, opt_steps=2, val_fraction=0.0, **FAST)
+    oracle = tiny_oracle(budget=1000)
+    stolen = attack.run(Recording(oracle.black_box()), query_set, 300, ctx())
+    assert stolen.details["refit"] and stolen.details["train_samples"] == 300
+    x, p = torch.cat(seen_x), torch.cat(seen_p)
+    fresh = build_substitute(oracle.black_box(), ctx())
+    train_substitute(fresh, Split(to_uint8(x), torch.zeros(len(x), dtype=torch.long)), p, torch.arange(len(x)),
+                     attack, ctx(), "fresh")
+    for (name, a), (_, b) in zip(stolen.model.named_parameters(), fresh.named_parameters()):
+        assert torch.equal(a, b), name
+    warm = ATTACKS["esa"](syn_size=100, opt_steps=2, val_fraction=0.0, refit=False, **FAST)
+    kept = warm.run(tiny_oracle(budget=1000).black_box(), query_set, 300, ctx())
+    assert not all(torch.equal(a, b) for a, b in zip(kept.model.parameters(), fresh.parameters()))
+
+
 def test_options_parse_from_strings():
     a = build_plugin(ATTACKS["esa"], {"syn_size": "500", "accumulate": "true", "dirichlet_alpha": "0.5"}, "attack")
     assert (a.syn_size, a.accumulate, a.dirichlet_alpha) == (500, True, 0.5)
