@@ -73,6 +73,17 @@ def _mean(values: list[Any]) -> float | None:
     return sum(nums) / len(nums) if nums else None
 
 
+def _score_means(rs: list[Row], keys: tuple[str, ...]) -> dict[str, float | None]:
+    """Mean of each score over the entries of one cell."""
+    return {k: _mean([r.scores.get(k) for r in rs]) for k in keys}
+
+
+def _latency_ms(rs: list[Row]) -> float | None:
+    """Mean added latency of the defense over the entries of one cell, in ms."""
+    seconds = [r.cost.get("added_latency_mean_s") for r in rs]
+    return _mean([s * 1e3 for s in seconds if is_number(s)])
+
+
 def _varying(configs: list[dict], kind: str, extra: tuple[str, ...] = ()) -> dict[str, set[str]]:
     """Per plugin name: which of its settings differ between the entries that use it."""
     values: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
@@ -135,15 +146,9 @@ def _multi_exit_section(section: str, rows: list[Row]) -> str:
     for (defense, attack), rs in cells.items():
         energy = [(r.scores.get("energy_j_per_sample") or {}).get("victim") for r in rs]
         detail[(defense, attack)] = {
-            "acc": _mean([r.scores.get("acc") for r in rs]), "clo": _mean([r.scores.get("clo") for r in rs]),
-            "fidelity": _mean([r.scores.get("fidelity") for r in rs]),
-            "clo_and_fidelity": _mean([r.scores.get("clo_and_fidelity") for r in rs]),
-            "cc_ratio": _mean([r.scores.get("cc_ratio") for r in rs]),
-            "exit_accuracy": _mean([r.scores.get("exit_accuracy") for r in rs]),
-            "queries": _mean([r.scores.get("queries") for r in rs]),
-            "accuracy_lost": _mean([r.cost.get("accuracy_lost") for r in rs]),
-            "latency_ms": _mean([r.cost.get("added_latency_mean_s") * 1e3 for r in rs
-                                 if is_number(r.cost.get("added_latency_mean_s"))]),
+            **_score_means(rs, ("acc", "clo", "fidelity", "clo_and_fidelity", "cc_ratio", "exit_accuracy",
+                                "queries")),
+            "accuracy_lost": _mean([r.cost.get("accuracy_lost") for r in rs]), "latency_ms": _latency_ms(rs),
             "energy": _mean(energy), "seeds": len({r.seed for r in rs}), "n": len(rs),
             "acts_on": rs[0].acts_on}
     defenses = sorted({d for d, _ in cells})
@@ -199,13 +204,10 @@ def _exact_section(rows: list[Row]) -> str:
         cells[(r.section, r.defense, r.attack)].append(r)
     stats = {}
     for key, rs in cells.items():
-        stats[key] = {"agree": _mean([r.scores.get("output_agreement") for r in rs]),
-                      "neurons": _mean([r.scores.get("neurons_recovered") for r in rs]),
-                      "error": _mean([r.scores.get("max_weight_error_log2") for r in rs]),
-                      "queries": _mean([r.scores.get("queries") for r in rs]),
-                      "labels": _mean([r.cost.get("labels_changed") for r in rs]),
-                      "latency_ms": _mean([r.cost.get("added_latency_mean_s") * 1e3 for r in rs
-                                           if is_number(r.cost.get("added_latency_mean_s"))]),
+        m = _score_means(rs, ("output_agreement", "neurons_recovered", "max_weight_error_log2", "queries"))
+        stats[key] = {"agree": m["output_agreement"], "neurons": m["neurons_recovered"],
+                      "error": m["max_weight_error_log2"], "queries": m["queries"],
+                      "labels": _mean([r.cost.get("labels_changed") for r in rs]), "latency_ms": _latency_ms(rs),
                       "seeds": len({r.seed for r in rs})}
 
     def order(key: tuple[str, str, str]) -> tuple:
