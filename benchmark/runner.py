@@ -4,6 +4,7 @@ scores -> Result. Everything the user can get wrong is validated before any heav
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,7 +31,9 @@ def check_device(device: str) -> None:
         raise ConfigError(f"--device {device}: no CUDA device is available on this machine")
 
 
-def run(cfg: RunConfig, progress: bool = True) -> Result:
+def run(cfg: RunConfig, progress: bool = True, inspect: Callable[[dict], None] | None = None) -> Result:
+    """Run one configuration. ``inspect`` (analysis scripts; multi-exit runs) is called once the attack is
+    done with ``victim``, ``stolen`` (the attack's StolenModel), ``task`` and ``query``."""
     spec = build_plugin(VICTIMS[cfg.victim], cfg.victim_options, "victim")
     if getattr(spec, "kind", "multi-exit") == "relu-mlp":
         from benchmark.exact import run_exact
@@ -65,6 +68,8 @@ def run(cfg: RunConfig, progress: bool = True) -> Result:
     stolen = attack.run(defended.black_box(), query, budget, ctx)
     attack_seconds = time.perf_counter() - t0
 
+    if inspect is not None:
+        inspect({"victim": victim, "stolen": stolen, "task": task, "query": query})
     scores = compare(victim, stolen.model, task.test, cfg.device)
     if stolen.inferred_exits is not None:
         true = run_early_exit(victim, type(query)(query.x[stolen.query_index], query.y[stolen.query_index]),
