@@ -4,12 +4,14 @@ markdown table of acc, clo and cc_ratio beside the paper's VGG/CIFAR10 rows.
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/compare_attacks.py            # embedded default
     .venv/bin/python benchmarks/compare_attacks.py --budget 10000 --seed 0 --defense none
     .venv/bin/python benchmarks/compare_attacks.py --baseline-opt tolerance=0   # a stricter SDN rule
+    .venv/bin/python benchmarks/compare_attacks.py --seeds 0,1,2 --reuse        # mean ± sd over seeds
 
 Each run goes through ``benchmark.runner.run(RunConfig(...))``, exactly like ``python -m benchmark
 run``, and its Result JSON is written to ``--results`` (default ``results/compare-<victim>-<dataset>-
-<defense>-b<budget>-s<seed>/``); ``--reuse`` renders the table from those files where their
-configuration matches instead of running again (it compares the run's configuration, not the code:
-delete the file of an attack whose code or defaults changed). The paper's numbers are read from
+<defense>-b<budget>-s<seed>/``; with ``--seeds`` and ``--results F``, ``F/s<seed>/``); ``--reuse``
+renders the table from those files where their configuration matches instead of running again (it
+compares the run's configuration, not the code: delete the file of an attack whose code or
+defaults changed). The paper's numbers are read from
 ``../shared/reference/paper_table1.csv`` next to the repository root (``--paper-csv`` overrides).
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -67,12 +70,32 @@ def _num(row: dict, key: str, scale: float = 1.0) -> float | None:
         raise CompareError(f"paper table: {key}={value!r} is not a number") from None
 
 
-def pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
+def pct(value: float | None, sd: float | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f}%" if sd is None else f"{100 * value:.1f} ± {100 * sd:.1f}%"
 
 
-def ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
+def ratio(value: float | None, sd: float | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}x" if sd is None else f"{value:.2f} ± {sd:.2f}x"
+
+
+MEAN_KEYS = ("acc", "victim_acc", "clo", "cc_ratio", "fidelity")
+
+
+def mean_over_seeds(per_seed: dict[int, dict[str, dict]]) -> dict[str, dict]:
+    """{seed: {label: result}} -> {label: {"scores": means, "sd": sample standard deviations}}
+    over the seeds that have the row (sd is 0 with one seed)."""
+    labels = [label for label, *_ in ATTACK_ROWS if any(label in r for r in per_seed.values())]
+    out = {}
+    for label in labels:
+        rows = [r[label]["scores"] for r in per_seed.values() if label in r]
+        scores = {k: statistics.fmean(x[k] for x in rows) for k in MEAN_KEYS}
+        sd = {k: statistics.stdev(x[k] for x in rows) if len(rows) > 1 else 0.0 for k in MEAN_KEYS}
+        out[label] = {"scores": {**scores, "queries": rows[0]["queries"]}, "sd": sd, "seeds": len(rows)}
+    return out
 
 
 def render_table(results: dict[str, dict], paper: dict[str, dict]) -> str:
@@ -82,14 +105,16 @@ def render_table(results: dict[str, dict], paper: dict[str, dict]) -> str:
     lines = [header]
     first = next(iter(results.values()))
     pv = paper.get("Victim", {})
-    lines.append(f"| victim | {pct(first['scores']['victim_acc'])} | - | 1.00x | - | - | {pct(pv.get('acc'))} | - "
+    lines.append(f"| victim | {pct(first['scores']['victim_acc'], first.get('sd', {}).get('victim_acc'))} | - | 1.00x "
+                 f"| - | - | {pct(pv.get('acc'))} | - "
                  f"| {ratio(pv.get('cc_ratio'))} |")
     for label, _, _, method in ATTACK_ROWS:
         if label not in results:
             continue
-        s = results[label]["scores"]
+        s, sd = results[label]["scores"], results[label].get("sd", {})
         p = paper.get(method, {})
-        lines.append(f"| {label} | {pct(s['acc'])} | {pct(s['clo'])} | {ratio(s['cc_ratio'])} | {pct(s['fidelity'])} "
+        lines.append(f"| {label} | {pct(s['acc'], sd.get('acc'))} | {pct(s['clo'], sd.get('clo'))} "
+                     f"| {ratio(s['cc_ratio'], sd.get('cc_ratio'))} | {pct(s['fidelity'], sd.get('fidelity'))} "
                      f"| {s['queries']} | {pct(p.get('acc'))} | {pct(p.get('clo'))} | {ratio(p.get('cc_ratio'))} |")
     return "\n".join(lines)
 
@@ -117,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budget", type=int, default=10_000, help="query budget of every attack (default 10000)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", help="comma-separated seeds (overrides --seed): every row runs once per seed and the "
+                   "table shows mean ± sd over them")
     p.add_argument("--defense", default="none")
     p.add_argument("--victim", default="sdn-tiny")
     p.add_argument("--dataset", default="synthetic")
@@ -138,21 +165,44 @@ def main(argv: list[str] | None = None) -> int:
         unknown = set(args.attacks.split(",")) - {r[0] for r in ATTACK_ROWS} if args.attacks else set()
         if unknown:
             raise CompareError(f"unknown attack row(s) {', '.join(sorted(unknown))}")
-        results = run_all(args, wanted)
+        seeds = parse_seeds(args.seeds) if args.seeds else [args.seed]
+        per_seed = {seed: run_all(args, wanted, seed, multi=len(seeds) > 1) for seed in seeds}
     except CompareError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     extra = f", baseline options {' '.join(args.baseline_opt)}" if args.baseline_opt else ""
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {','.join(map(str, seeds))} (mean ± sd)"
     print(f"{args.victim} / {args.dataset}, queries from {args.query_data}, defense {args.defense}, "
-          f"budget {args.budget}, seed {args.seed}, device {args.device}{extra}; paper: Table 1, VGG / CIFAR10\n")
-    print(render_table(results, paper))
+          f"budget {args.budget}, {seed_text}, device {args.device}{extra}; paper: Table 1, VGG / CIFAR10\n")
+    if len(seeds) == 1:
+        results = per_seed[seeds[0]]
+        print(render_table(results, paper))
+        print()
+        for line in ordering_checks(results):
+            print("-", line)
+        return 0
+    print(render_table(mean_over_seeds(per_seed), paper))
     print()
-    for line in ordering_checks(results):
-        print("-", line)
+    per_seed_checks = [ordering_checks(r) for r in per_seed.values()]
+    for i, line in enumerate(ordering_checks(mean_over_seeds(per_seed))):
+        held = sum(c[i].split(":")[1].strip().startswith("holds") for c in per_seed_checks if i < len(c))
+        print(f"- on the means, {line}; per seed it holds in {held} of {len(seeds)}")
     return 0
 
 
-def run_all(args: argparse.Namespace, rows) -> dict[str, dict]:
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise CompareError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise CompareError(f"--seeds needs distinct seeds, got {text!r}")
+    return seeds
+
+
+def run_all(args: argparse.Namespace, rows, seed: int, multi: bool = False) -> dict[str, dict]:
+    """Run (or with --reuse, read back) every row for one seed: {label: Result JSON}. With several
+    seeds and --results F, seed s's files go to F/s<s>/; the default folder names the seed anyway."""
     from benchmark.config import RunConfig
     from benchmark.errors import StealBenchError
     from benchmark.options import parse_kv
@@ -163,13 +213,13 @@ def run_all(args: argparse.Namespace, rows) -> dict[str, dict]:
     except StealBenchError as exc:
         raise CompareError(str(exc)) from exc
     suffix = "".join(f"-{k}{v}" for k, v in sorted(extra.items()))
-    folder = args.results or ROOT / "results" / (f"compare-{args.victim}-{args.dataset}-{args.defense}"
-                                                 f"-b{args.budget}-s{args.seed}{suffix}")
+    default = ROOT / "results" / f"compare-{args.victim}-{args.dataset}-{args.defense}-b{args.budget}-s{seed}{suffix}"
+    folder = default if args.results is None else (args.results / f"s{seed}" if multi else args.results)
     results = {}
     for label, attack, opts, _ in rows:
         options = dict(opts) if attack == "ours" else {**opts, **extra}
         cfg = RunConfig(attack=attack, defense=args.defense, victim=args.victim, dataset=args.dataset,
-                        query_data=args.query_data, budget=args.budget, seed=args.seed, device=args.device,
+                        query_data=args.query_data, budget=args.budget, seed=seed, device=args.device,
                         attack_options=options)
         path = folder / (label.replace(" ", "-").replace("(", "").replace(")", "") + ".json")
         if args.reuse and path.is_file():

@@ -2,6 +2,7 @@
 the global-threshold SDN rule, bad options, and the comparison script's table."""
 
 import importlib.util
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -381,3 +382,33 @@ def test_compare_reads_the_shared_paper_table():
     paper = mod.read_paper_rows(mod.DEFAULT_PAPER_CSV)
     assert set(paper) == {"Victim", "Knock", "Noise", "ESA", "Ours"}
     assert paper["Noise"]["acc"] == pytest.approx(0.3374) and paper["ESA"]["cc_ratio"] == 1.45
+
+
+def test_compare_over_seeds_reuses_results_and_reports_means(tmp_path, capsys):
+    from benchmark.config import RunConfig
+
+    mod = load_compare()
+    csv = tmp_path / "t.csv"
+    csv.write_text("backbone,dataset,method,acc,clo,cc,cc_ratio\nVGG,CIFAR10,Ours,88.33,63.27,3258,1.04\n")
+    # ours wins clo and cost on seed 0, loses both on seed 1, wins on the means
+    scores = {0: {"ours": (0.80, 0.70, 1.05), "noise": (0.30, 0.10, 1.60)},
+              1: {"ours": (0.82, 0.60, 1.30), "noise": (0.34, 0.62, 1.20)}}
+    for seed, rows in scores.items():
+        for label, (acc, clo, cc) in rows.items():
+            cfg = RunConfig(attack=label, defense="none", victim="sdn-tiny", dataset="synthetic",
+                            query_data="synthetic-ood", budget=10_000, seed=seed, device="cpu", attack_options={})
+            result = {"config": cfg.to_json(), "scores": {"acc": acc, "victim_acc": 0.9, "clo": clo, "cc_ratio": cc,
+                                                          "fidelity": acc, "queries": 10_000}}
+            (tmp_path / f"s{seed}").mkdir(exist_ok=True)
+            (tmp_path / f"s{seed}" / f"{label}.json").write_text(json.dumps(result))
+    rc = mod.main(["--seeds", "0,1", "--reuse", "--results", str(tmp_path), "--paper-csv", str(csv),
+                   "--attacks", "ours,noise", "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "seeds 0,1 (mean ± sd)" in out
+    assert "| ours | 81.0 ± 1.4% | 65.0 ± 7.1% | 1.18 ± 0.18x |" in out
+    assert "| noise | 32.0 ± 2.8% | 36.0 ± 36.8% | 1.40 ± 0.28x |" in out
+    assert "- on the means, ours has the highest clo: holds" in out and "per seed it holds in 1 of 2" in out
+    assert "ours has the cc_ratio closest to 1: holds" in out
+    assert mod.main(["--seeds", "0,x", "--paper-csv", str(csv)]) == 2
+    assert "comma-separated integers" in capsys.readouterr().err
