@@ -43,31 +43,37 @@ def _sync(device: torch.device) -> None:
 @torch.no_grad()
 def calibrate(model: MultiExitNet, reps: int = 40, warmup: int = 5, seed: int = 0) -> LatencyProfile:
     """Time batch-1 early-exit inference forced to each exit; median and robust spread (1.4826 MAD),
-    with the spread floored at 1% of the median so the noise model never collapses."""
+    with the spread floored at 1% of the median so the noise model never collapses. The exits are
+    timed round-robin (one call per exit per round), so a burst of load on a shared machine lands on
+    every exit alike instead of inflating the one being timed (timed one exit after the other, a
+    busy spell once made exit 3 as slow as exit 4 and the attack saw two exits where there are four)."""
     device = model.thresholds.device
     saved = model.thresholds.clone()
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(1, *model.input_shape, generator=gen).to(device)
-    means, stds = [], []
+    forced = [model.forced_exit_thresholds(k) for k in range(model.num_exits)]
+    times: list[list[float]] = [[] for _ in forced]
     try:
-        for k in range(model.num_exits):
-            model.set_thresholds(model.forced_exit_thresholds(k))
+        for t in forced:
+            model.set_thresholds(t)
             for _ in range(warmup):
                 model.early_exit(x)
-            _sync(device)
-            times = []
-            for _ in range(reps):
+        _sync(device)
+        for _ in range(reps):
+            for k, t in enumerate(forced):
+                model.set_thresholds(t)
                 t0 = time.perf_counter_ns()
                 model.early_exit(x)
                 _sync(device)
-                times.append((time.perf_counter_ns() - t0) * 1e-9)
-            arr = np.asarray(times)
-            med = float(np.median(arr))
-            mad = float(np.median(np.abs(arr - med))) * 1.4826
-            means.append(med)
-            stds.append(max(mad, 0.01 * med))
+                times[k].append((time.perf_counter_ns() - t0) * 1e-9)
     finally:
         model.set_thresholds(saved)
+    means, stds = [], []
+    for arr in map(np.asarray, times):
+        med = float(np.median(arr))
+        mad = float(np.median(np.abs(arr - med))) * 1.4826
+        means.append(med)
+        stds.append(max(mad, 0.01 * med))
     # deeper exits cost at least as much; enforce monotone centres against timer noise
     means = list(np.maximum.accumulate(means))
     return LatencyProfile(tuple(means), tuple(stds), f"calibrated:{device.type}")
