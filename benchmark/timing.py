@@ -41,16 +41,17 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def calibrate(model: MultiExitNet, reps: int = 40, warmup: int = 5, seed: int = 0) -> LatencyProfile:
+def calibrate(model: MultiExitNet, reps: int = 200, warmup: int = 5, seed: int = 0,
+              keep: float = 0.25) -> LatencyProfile:
     """Time batch-1 early-exit inference forced to each exit; median and robust spread (1.4826 MAD),
     with the spread floored at 1% of the median so the noise model never collapses.
 
     Made for shared, busy machines: the exits are timed round-robin (one call per exit per round),
     so a burst of load lands on every exit alike instead of inflating the one being timed, and only
-    the quieter half of the rounds (by total time) is kept. Measured on 2 cores with two busy
-    processes beside it: timed one exit after the other, or round-robin over all rounds, the
-    spreads reached 20-45% of the means and the KDE found 1 exit of 4; with the quieter half, means
-    within 10% of a quiet run's, spreads 1-6%, 4 exits found."""
+    the quieter ``keep`` fraction of the rounds (by total time) is kept (``benchmarks/
+    bench_calibration.py`` measures this under load; results in BENCHMARKS.md)."""
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep must be in (0, 1], got {keep}")
     device = model.thresholds.device
     saved = model.thresholds.clone()
     gen = torch.Generator().manual_seed(seed)
@@ -73,9 +74,9 @@ def calibrate(model: MultiExitNet, reps: int = 40, warmup: int = 5, seed: int = 
     finally:
         model.set_thresholds(saved)
     # a round is one call per exit back to back, so load slows a round as a whole: keep the quieter
-    # half of the rounds (by their total time) and take median and spread over those
+    # rounds (by their total time) and take median and spread over those
     table = np.asarray(times).T  # (reps, exits)
-    quiet = table[np.argsort(table.sum(1), kind="stable")[:max(1, (len(table) + 1) // 2)]]
+    quiet = table[np.argsort(table.sum(1), kind="stable")[:max(1, round(keep * len(table)))]]
     means, stds = [], []
     for arr in quiet.T:
         med = float(np.median(arr))

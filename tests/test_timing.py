@@ -1,5 +1,6 @@
 import time
 
+import pytest
 import torch
 from helpers import PROFILE, tiny_victim
 
@@ -57,3 +58,5 @@ def test_calibration_survives_a_burst_of_load():
     profile = calibrate(net, reps=9, warmup=1)
     m = profile.mean
     assert 0.8e-3 < m[0] < m[1] < m[2] and m[1] < 2.8e-3 and m[2] < 3.8e-3, m
+    with pytest.raises(ValueError, match="keep"):
+        calibrate(net, keep=0.0)
