@@ -108,10 +108,12 @@ class SimulatedTiming:
 
     def serve(self, model: MultiExitNet, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         out = model.early_exit(x)
-        e = out.exits.cpu().numpy()
-        lat = self._mean[e] + self._std[e] * self.rng.standard_normal(len(e))
-        lat = np.maximum(lat, 0.05 * self._mean[e])
-        return out.logits, out.exits, torch.from_numpy(lat)
+        return out.logits, out.exits, torch.from_numpy(self.latencies(out.exits.cpu().numpy()))
+
+    def latencies(self, exits: np.ndarray) -> np.ndarray:
+        """Seconds for answers leaving at ``exits`` (draws from this channel's noise stream)."""
+        lat = self._mean[exits] + self._std[exits] * self.rng.standard_normal(len(exits))
+        return np.maximum(lat, 0.05 * self._mean[exits])
 
 
 class MeasuredTiming:

@@ -63,10 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                 for trial in range(args.trials):
                     prof = calibrate(net, reps=reps, keep=keep)
                     exits = np.random.default_rng(trial).choice(4, 10_000, p=EXIT_MIX)
-                    timing = SimulatedTiming(prof, trial)
-                    lat = np.asarray(prof.mean)[exits] + np.asarray(prof.std)[exits] * timing.rng.standard_normal(
-                        len(exits))
-                    found.append(estimate_exits(np.maximum(lat, 1e-7)).num_exits)
+                    found.append(estimate_exits(SimulatedTiming(prof, trial).latencies(exits)).num_exits)
                     means.append(prof.mean)
                     spreads.append(max(s / m for s, m in zip(prof.std, prof.mean)))
                 rows.append({"busy processes": busy, "reps": reps, "keep": keep,

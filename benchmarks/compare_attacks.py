@@ -181,10 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         for line in ordering_checks(results):
             print("-", line)
         return 0
-    print(render_table(mean_over_seeds(per_seed), paper))
+    means = mean_over_seeds(per_seed)
+    print(render_table(means, paper))
     print()
     per_seed_checks = [ordering_checks(r) for r in per_seed.values()]
-    for i, line in enumerate(ordering_checks(mean_over_seeds(per_seed))):
+    for i, line in enumerate(ordering_checks(means)):
         held = sum(c[i].split(":")[1].strip().startswith("holds") for c in per_seed_checks if i < len(c))
         print(f"- on the means, {line}; per seed it holds in {held} of {len(seeds)}")
     return 0

@@ -54,20 +54,21 @@ def main(argv: list[str] | None = None) -> int:
                         attack_options=parse_kv(args.attack_opt, "attack"),
                         victim_options=parse_kv(args.victim_opt, "victim"))
         result = run(cfg, progress=not args.quiet, inspect=seen.update)
-        victim, stolen, test, query = seen["victim"], seen["stolen"].model, seen["task"].test, seen["query"]
-        if stolen.num_exits != victim.num_exits:
-            raise StealBenchError(f"the substitute has {stolen.num_exits} exits, the victim {victim.num_exits}: "
-                                  "the per-exit comparison needs the same number")
     except StealBenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    victim, stolen, test, query = seen["victim"], seen["stolen"].model, seen["task"].test, seen["query"]
     index = seen["stolen"].query_index  # None for attacks that do not report which rows they asked
     asked = query if index is None else type(query)(query.x[index], query.y[index])
     vconf, _ = exit_confidences(victim, test, args.device)
     sconf, _ = exit_confidences(stolen, test, args.device)
-    gap = strategy_gap(vconf.numpy(), run_early_exit(victim, test, args.device).exits.numpy(), sconf.numpy(),
-                       stolen.thresholds.cpu().numpy(), np.array(stolen.exit_flops()), np.array(victim.exit_flops()),
-                       run_early_exit(victim, asked, args.device).exits.numpy())
+    try:
+        gap = strategy_gap(vconf.numpy(), run_early_exit(victim, test, args.device).exits.numpy(), sconf.numpy(),
+                           stolen.thresholds.cpu().numpy(), np.array(stolen.exit_flops()),
+                           np.array(victim.exit_flops()), run_early_exit(victim, asked, args.device).exits.numpy())
+    except ValueError as exc:  # the substitute has another number of exits than the victim
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     s = result.scores
     print(f"{args.attack} {' '.join(args.attack_opt)} vs {cfg.victim} / {cfg.dataset}, queries {cfg.query_data}, "
           f"defense {cfg.defense}, budget {s['queries']}, seed {cfg.seed}: acc {s['acc']:.3f}")
