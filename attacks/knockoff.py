@@ -25,8 +25,8 @@ a knockoff on the victim's soft outputs. Two sampling strategies for the transfe
     H(z') -= a (r - r_bar) pi(z') for z' != z, a = ``bandit_lr``. As in the paper's pipeline, the
     transfer set the policy collected is then used to train the final knockoff from scratch, exactly
     as for random sampling. The paper's hierarchy over actions (coarse-to-fine classes) only matters
-    for label sets of hundreds of classes; the query sets here have flat labels (``synthetic-ood``:
-    8 texture families; TinyImageNet: 200 classes), so the bandit is flat.
+    for label sets of hundreds of classes; the query sets here have flat labels (``synthetic-ood``: 8 and
+    ``synthetic-world``: 9 families; TinyImageNet: 200 classes), so the bandit is flat.
 
 Not fixed by anything we could check in the paper, so options with stated defaults: ``window``
 (Delta, 100 answers) and ``bandit_lr`` (0.1, the usual gradient-bandit step size). The paper trains

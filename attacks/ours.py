@@ -1,7 +1,9 @@
 """ours: the multi-exit model stealing attack (arXiv 2305.13584, Sec. 2).
 
 1. Estimation: query the victim with a task-irrelevant query set; KDE over the response times
-   recovers each query's exit and the number of exits (Sec. 2.2, Eq. 1; ``attacks/exits.py``).
+   recovers each query's exit and the number of exits (Sec. 2.2, Eq. 1; ``attacks/exits.py``; an
+   exit used by few queries counts when its peak is statistically significant, ``rare_prominence``
+   and ``min_z``).
    With ``repeats`` > 1 every query is asked that often and its fastest time is kept (defeats
    i.i.d. jitter; keyed jitter is immune).
 2. Training: a substitute of the chosen family with that many evenly placed exits, trained with
@@ -66,6 +68,8 @@ class Ours(Attack):
     bandwidth: str = "scott"
     bw_scale: float = 0.5
     prominence: float = 0.005
+    rare_prominence: float = 0.002
+    min_z: float = 2.5
     max_valley: float = 0.5
     min_mass: float = 0.002
     max_exits: int = 8
@@ -77,6 +81,8 @@ class Ours(Attack):
             raise ConfigError("attack 'ours': need 0 < beta <= alpha < 1 (paper: 0.9, 0.95)")
         if self.bw_scale <= 0 or not 0 < self.max_valley <= 1 or not 0 <= self.min_mass < 1:
             raise ConfigError("attack 'ours': need bw_scale > 0, 0 < max_valley <= 1, 0 <= min_mass < 1")
+        if self.prominence <= 0 or self.rare_prominence <= 0 or self.min_z < 0:
+            raise ConfigError("attack 'ours': need prominence > 0, rare_prominence > 0 and min_z >= 0")
         if self.repeats < 1 or self.max_exits < 1:
             raise ConfigError("attack 'ours': repeats and max_exits must be >= 1")
         if self.bandwidth not in ("scott", "silverman"):
@@ -104,7 +110,8 @@ class Ours(Attack):
             _, again = query_split(oracle, query_data, index, progress=ctx.progress, desc=f"repeat {r}")
             lat = np.minimum(lat, again.numpy())
         bw = self.bandwidth if self.bandwidth in ("scott", "silverman") else float(self.bandwidth)
-        est = estimate_exits(lat, bw, self.bw_scale, self.prominence, self.max_valley, self.min_mass, self.max_exits)
+        est = estimate_exits(lat, bw, self.bw_scale, self.prominence, self.max_valley, self.min_mass, self.max_exits,
+                             rare_prominence=self.rare_prominence, min_z=self.min_z)
         exits = torch.from_numpy(est.labels)
 
         # 2. training

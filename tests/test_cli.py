@@ -63,6 +63,7 @@ def test_list(capsys):
     (["run", "--budget", "many"], "invalid int value"),
     (["run", "--timing", "psychic"], "invalid choice"),
     (["run", "--attack-opt", "epochs"], "key=value"),
+    (["run", "--attack-opt", "min_z=-1"], "min_z >= 0"),
     (["run", "--device", "cuda:7"], "cuda"),
     (["frobnicate"], "invalid choice"),
 ])

@@ -369,3 +369,23 @@ def test_synthetic_indist_is_fresh_task_data():
         return torch.stack(out)
     sim = colour_cov(q) @ colour_cov(task.train).T
     assert torch.equal(sim.argmax(1), torch.arange(10)), sim
+
+
+def test_synthetic_world_adds_task_camera_gratings():
+    """synthetic-world: the eight texture families plus gratings photographed like the task (label 8)."""
+    req = DataRequest(Path("unused"))
+    task, q = TASKS["synthetic"](req), QUERY_SETS["synthetic-world"](req)
+    assert q.x.shape == (20_000, 3, 32, 32) and q.x.dtype == torch.uint8
+    assert set(q.y.unique().tolist()) == set(range(9))
+    assert torch.equal(q.x[:50], QUERY_SETS["synthetic-world"](req).x[:50])  # deterministic
+
+    def stats(x):
+        x = x.float() / 255
+        return x.mean((1, 2, 3)), x.std((1, 2, 3))
+
+    t_mean, t_std = stats(task.test.x)
+    g_mean, g_std = stats(q.x[q.y == 8])
+    # the task's background range and contrast + noise, unlike the plain single gratings of family 5
+    assert t_mean.min() - 0.02 < g_mean.min() and g_mean.max() < t_mean.max() + 0.02
+    assert abs(g_std.median() / t_std.median() - 1) < 0.1
+    assert abs(stats(q.x[q.y == 5])[1].median() / t_std.median() - 1) > 0.3

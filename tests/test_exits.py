@@ -54,3 +54,26 @@ def test_binned_density_matches_exact_kde():
     grid = np.linspace(-0.2, 1.2, 4096)
     exact, binned = kde(grid), binned_density(z, grid, sigma)
     assert np.abs(exact - binned).max() < 0.01 * exact.max()
+
+
+# a 6-exit victim whose deep exits are rarely used (measured on sdn-tiny built with 6 exits, seed 2)
+RARE_MEANS = [221e-6, 355e-6, 461e-6, 565e-6, 683e-6, 854e-6]
+RARE_STDS = [8.8e-6, 9.3e-6, 8.0e-6, 9.3e-6, 14.4e-6, 21.3e-6]
+RARE_WEIGHTS = [6816, 1542, 236, 36, 35, 1335]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_rarely_used_exits_are_recovered(seed):
+    lat, exits = _latencies(RARE_MEANS, RARE_STDS, RARE_WEIGHTS, seed=seed)
+    est = estimate_exits(lat)
+    assert est.num_exits == 6 and (est.labels == exits).mean() > 0.999
+    # the prominence rule alone misses them
+    assert estimate_exits(lat, rare_prominence=0.005).num_exits < 6
+
+
+def test_sparse_tail_is_not_an_exit():
+    """One exit with a long exponential tail: the low-prominence peaks made by stray samples in the
+    tail count as exits on some draws without the significance test, on none with it."""
+    draws = [200e-6 + np.random.default_rng(s).exponential(50e-6, 10_000) for s in range(20)]
+    assert all(estimate_exits(lat).num_exits == 1 for lat in draws)
+    assert max(estimate_exits(lat, min_z=0).num_exits for lat in draws) > 1

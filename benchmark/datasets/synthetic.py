@@ -158,6 +158,44 @@ def load_synthetic_ood(req: DataRequest) -> Split:
     return Split(torch.cat(xs), torch.cat(ys))
 
 
+def _world_grating(m: int, gen: torch.Generator, size: int) -> Tensor:
+    """A grating of any hue, orientation and frequency, photographed like the task's images (the
+    task's background, contrast, saturation and noise, with a difficulty d ~ U(0, 1)); hue and
+    orientation are drawn independently, so it rarely pairs them as a task class does."""
+    u = lambda *s: torch.rand(*s, generator=gen)  # noqa: E731
+    d, theta, freq = u(m), u(m) * math.pi, 1.5 + 4 * u(m)
+    colour = _hsv_colour(u(m), 1 - 0.8 * d)
+    g = _grating(theta, freq, u(m) * 2 * math.pi, size)
+    contrast = (0.45 * (1 - 0.6 * d))[:, None, None, None]
+    bg = 0.3 + 0.4 * u(m, 1, 1, 1)
+    noise = torch.randn(m, 3, size, size, generator=gen) * (0.03 + 0.4 * d)[:, None, None, None]
+    main = (colour - 0.5)[:, :, None, None] * 2 * g[:, None]
+    return bg + contrast * main + noise
+
+
+@QUERY_SETS.register("synthetic-world")
+def load_synthetic_world(req: DataRequest) -> Split:
+    """20,000 task-irrelevant images from the task's own visual world: the eight texture families of
+    ``synthetic-ood`` plus a ninth, gratings of random hue, orientation and frequency seen through the
+    task's camera (``_world_grating``; label 8). TinyImageNet stands to CIFAR-10 like this: other
+    content, same kind of photographs. Deterministic from the seed."""
+    size = req.input_shape[-1]
+    gen = torch.Generator().manual_seed(99_991 * (req.seed + 1))
+    xs, ys = [], []
+    for start in range(0, OOD_SIZE, CHUNK):
+        m = min(CHUNK, OOD_SIZE - start)
+        fam = torch.randint(0, OOD_FAMILIES + 1, (m,), generator=gen)
+        x = torch.empty(m, 3, size, size)
+        for f in range(OOD_FAMILIES + 1):
+            sel = (fam == f).nonzero().flatten()
+            if len(sel):
+                make = _world_grating if f == OOD_FAMILIES else lambda n, g, s, f=f: _ood_family(f, n, g, s)
+                x[sel] = make(len(sel), gen, size)
+        xs.append(to_uint8(x))
+        ys.append(fam)
+    return Split(torch.cat(xs), torch.cat(ys))
+
+
 INDIST_SIZE = 20_000
 
 
