@@ -7,7 +7,9 @@ jitters the orientation and adds noise: easy samples are caught by shallow exits
 travel deep, so a multi-exit victim spreads its samples over its exits as on real data.
 ``synthetic-ood`` plays the role TinyImageNet plays in the paper: natural-looking but unrelated
 textures (plaids, blobs, checkerboards, smooth noise, rings, gratings, gradients), labelled by
-texture family so that class-aware samplers (KnockOff adaptive) can use them.
+texture family so that class-aware samplers (KnockOff adaptive) can use them. ``synthetic-world``
+adds a ninth family nearer the task, gratings of random hue and orientation photographed like the
+task's images; ``synthetic-indist`` is the task itself (an ablation outside the threat model).
 """
 
 from __future__ import annotations
@@ -139,25 +141,6 @@ def _ood_family(fam: int, m: int, gen: torch.Generator, size: int) -> Tensor:
 OOD_FAMILIES = 8
 
 
-@QUERY_SETS.register("synthetic-ood")
-def load_synthetic_ood(req: DataRequest) -> Split:
-    """20,000 task-irrelevant texture images in 8 labelled families; deterministic from the seed."""
-    size = req.input_shape[-1]
-    gen = torch.Generator().manual_seed(99_991 * (req.seed + 1))
-    xs, ys = [], []
-    for start in range(0, OOD_SIZE, CHUNK):
-        m = min(CHUNK, OOD_SIZE - start)
-        fam = torch.randint(0, OOD_FAMILIES, (m,), generator=gen)
-        x = torch.empty(m, 3, size, size)
-        for f in range(OOD_FAMILIES):
-            sel = (fam == f).nonzero().flatten()
-            if len(sel):
-                x[sel] = _ood_family(f, len(sel), gen, size)
-        xs.append(to_uint8(x))
-        ys.append(fam)
-    return Split(torch.cat(xs), torch.cat(ys))
-
-
 def _world_grating(m: int, gen: torch.Generator, size: int) -> Tensor:
     """A grating of any hue, orientation and frequency, photographed like the task's images (the
     task's background, contrast, saturation and noise, with a difficulty d ~ U(0, 1)); hue and
@@ -173,27 +156,39 @@ def _world_grating(m: int, gen: torch.Generator, size: int) -> Tensor:
     return bg + contrast * main + noise
 
 
+def _family_set(req: DataRequest, families: int) -> Split:
+    """OOD_SIZE images, each of a uniformly drawn family (0-7: ``_ood_family``; 8: ``_world_grating``),
+    labelled by family; deterministic from the seed."""
+    size = req.input_shape[-1]
+    gen = torch.Generator().manual_seed(99_991 * (req.seed + 1))
+    xs, ys = [], []
+    for start in range(0, OOD_SIZE, CHUNK):
+        m = min(CHUNK, OOD_SIZE - start)
+        fam = torch.randint(0, families, (m,), generator=gen)
+        x = torch.empty(m, 3, size, size)
+        for f in range(families):
+            sel = (fam == f).nonzero().flatten()
+            if len(sel):
+                n = len(sel)
+                x[sel] = _world_grating(n, gen, size) if f == OOD_FAMILIES else _ood_family(f, n, gen, size)
+        xs.append(to_uint8(x))
+        ys.append(fam)
+    return Split(torch.cat(xs), torch.cat(ys))
+
+
+@QUERY_SETS.register("synthetic-ood")
+def load_synthetic_ood(req: DataRequest) -> Split:
+    """20,000 task-irrelevant texture images in 8 labelled families; deterministic from the seed."""
+    return _family_set(req, OOD_FAMILIES)
+
+
 @QUERY_SETS.register("synthetic-world")
 def load_synthetic_world(req: DataRequest) -> Split:
     """20,000 task-irrelevant images from the task's own visual world: the eight texture families of
     ``synthetic-ood`` plus a ninth, gratings of random hue, orientation and frequency seen through the
     task's camera (``_world_grating``; label 8). TinyImageNet stands to CIFAR-10 like this: other
     content, same kind of photographs. Deterministic from the seed."""
-    size = req.input_shape[-1]
-    gen = torch.Generator().manual_seed(99_991 * (req.seed + 1))
-    xs, ys = [], []
-    for start in range(0, OOD_SIZE, CHUNK):
-        m = min(CHUNK, OOD_SIZE - start)
-        fam = torch.randint(0, OOD_FAMILIES + 1, (m,), generator=gen)
-        x = torch.empty(m, 3, size, size)
-        for f in range(OOD_FAMILIES + 1):
-            sel = (fam == f).nonzero().flatten()
-            if len(sel):
-                make = _world_grating if f == OOD_FAMILIES else lambda n, g, s, f=f: _ood_family(f, n, g, s)
-                x[sel] = make(len(sel), gen, size)
-        xs.append(to_uint8(x))
-        ys.append(fam)
-    return Split(torch.cat(xs), torch.cat(ys))
+    return _family_set(req, OOD_FAMILIES + 1)
 
 
 INDIST_SIZE = 20_000
