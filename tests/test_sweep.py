@@ -208,13 +208,16 @@ def test_failed_job_is_recorded_and_others_complete(tmp_path, capsys):
 
 def test_interrupted_sweep_resumes_without_redoing_or_losing_jobs(tmp_path):
     """Ctrl-C (SIGINT to the process group) half-way; the re-run finishes the rest, and every file
-    written before the interruption is left exactly as it was."""
+    written before the interruption is left exactly as it was. The child gets the default SIGINT
+    disposition, as under a terminal: a shell starts background jobs with SIGINT ignored, and a
+    Python started that way never raises KeyboardInterrupt (a CI script run with ``&`` did that)."""
     out = tmp_path / "out"
     grid = ["--attacks", "ours", "--defenses", "none,jitter,padding", "--seeds", "0", *TINY_FLAGS]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "benchmark", "sweep", *grid, "--out", str(out), "--workers", "1",
                              "--quiet"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 400
     while not list(out.glob("*__*.json")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
