@@ -1,3 +1,6 @@
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -77,3 +80,16 @@ def test_sparse_tail_is_not_an_exit():
     draws = [200e-6 + np.random.default_rng(s).exponential(50e-6, 10_000) for s in range(20)]
     assert all(estimate_exits(lat).num_exits == 1 for lat in draws)
     assert max(estimate_exits(lat, min_z=0).num_exits for lat in draws) > 1
+
+
+def test_exit_recovery_benchmark_script(capsys):
+    """benchmarks/bench_exit_recovery.py: one draw of every case, a row each, rare exits found."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_exit_recovery.py"
+    spec = importlib.util.spec_from_file_location("bench_exit_recovery", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    main = module.main
+    assert main(["--draws", "1"]) == 0
+    rows = {line.split("|")[1].strip(): line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert len(rows) == 8 and rows["rare 6-exit"].split("|")[2].strip() == "1 / 1"
+    assert main(["--draws", "0"]) == 2
