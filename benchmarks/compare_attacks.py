@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budget", type=int, default=10_000, help="query budget of every attack (default 10000)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--seeds", help="comma-separated seeds (overrides --seed): every row runs once per seed and the "
+    p.add_argument("--seeds", help="seeds, e.g. 0,1,2 or 0-4 (overrides --seed): every row runs once per seed and the "
                    "table shows mean ± sd over them")
     p.add_argument("--defense", default="none")
     p.add_argument("--victim", default="sdn-tiny")
@@ -192,13 +192,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parse_seeds(text: str) -> list[int]:
+    """``--seeds``, parsed as the sweep parses its seeds (``0,1,5-7``; distinct, non-negative)."""
+    from benchmark.errors import StealBenchError
+    from benchmark.sweep import parse_seeds as sweep_seeds
+
     try:
-        seeds = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise CompareError(f"--seeds must be comma-separated integers, got {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise CompareError(f"--seeds needs distinct seeds, got {text!r}")
-    return seeds
+        return list(sweep_seeds(text))
+    except StealBenchError as exc:
+        raise CompareError(f"--seeds must be comma-separated integers or ranges like 0-4, each once: {exc}") from None
 
 
 def run_all(args: argparse.Namespace, rows, seed: int, multi: bool = False) -> dict[str, dict]:
