@@ -1,19 +1,26 @@
 """The Oracle: the black-box service, the ONLY thing an attack may touch.
 
-``query(x) -> Response(probs, latency)`` for a batch of images in [0, 1]; counts queries against a
-budget and refuses past it (the whole batch, before answering any of it). Server-side code
-(defenses, the runner) sees the Oracle; the attack gets ``oracle.black_box()``, a facade that
-holds no reference to the model, the timing profile or the server's logs.
+``query(x) -> Response(probs, latency)`` for a batch of images; counts queries against a budget
+and refuses past it (the whole batch, before answering any of it). Server-side code (defenses,
+the runner) sees the Oracle; the attack gets ``oracle.black_box()``, a facade that holds no
+reference to the model, the timing profile or the server's logs.
+
+Every batch is checked before a single query is charged: a ``torch.Tensor`` (else
+``InvalidQueryType``, a TypeError) of an accepted dtype (``input_dtypes``; the image oracle
+``VictimOracle`` takes exactly ``torch.float32``, nothing is converted), non-empty, of shape
+``(B, *input_shape)``, every value finite and inside ``input_range`` (``[0, 1]`` for images) --
+else ``InvalidQuery`` (a ValueError). A refused batch leaves ``used`` unchanged.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from benchmark.errors import BudgetExceeded
+from benchmark.errors import BudgetExceeded, InvalidQuery, InvalidQueryType
 from benchmark.timing import LatencyProfile
 
 
@@ -26,7 +33,13 @@ class Response:
 
 
 class Oracle:
-    """Base class: budget bookkeeping around ``_answer``; subclasses produce the responses."""
+    """Base class: input checks and budget bookkeeping around ``_answer``; subclasses produce the
+    responses and may narrow what they accept (``input_dtypes``, ``input_range``)."""
+
+    #: dtypes a query batch may have; None: any floating-point dtype
+    input_dtypes: ClassVar[tuple[torch.dtype, ...] | None] = None
+    #: closed interval every input value must lie in; None: any finite value
+    input_range: ClassVar[tuple[float, float] | None] = None
 
     def __init__(self, budget: int, num_classes: int, input_shape: tuple[int, ...]) -> None:
         self.budget = int(budget)
@@ -39,15 +52,37 @@ class Oracle:
         return self.budget - self.used
 
     def query(self, x: Tensor) -> Response:
-        if x.dim() != 1 + len(self.input_shape) or tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"queries must have shape (B, {', '.join(map(str, self.input_shape))}), "
-                             f"got {tuple(x.shape)}")
+        """Answer the batch ``x`` (checked by ``check_query`` first), charging ``len(x)`` queries."""
+        self.check_query(x)
         n = int(x.shape[0])
         if n > self.remaining:
             raise BudgetExceeded(f"query budget exhausted: asked for {n} more, {self.remaining} of "
                                  f"{self.budget} left")
         self.used += n
         return self._answer(x)
+
+    def check_query(self, x: Tensor) -> None:
+        """Refuse a batch this oracle does not answer (see the module docstring); charges nothing."""
+        if not isinstance(x, Tensor):
+            raise InvalidQueryType(f"queries must be a torch.Tensor, got {type(x).__name__}")
+        if self.input_dtypes is not None and x.dtype not in self.input_dtypes:
+            raise InvalidQueryType(f"queries must have dtype {' or '.join(map(str, self.input_dtypes))}, "
+                                   f"got {x.dtype}")
+        if not x.is_floating_point():
+            raise InvalidQueryType(f"queries must have a floating-point dtype, got {x.dtype}")
+        shape = f"(B, {', '.join(map(str, self.input_shape))})"
+        if x.dim() != 1 + len(self.input_shape) or tuple(x.shape[1:]) != self.input_shape:
+            raise InvalidQuery(f"queries must have shape {shape}, got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise InvalidQuery(f"queries must have shape {shape} with B >= 1, got an empty batch")
+        if not bool(torch.isfinite(x).all()):
+            raise InvalidQuery("queries must be finite, got NaN or infinite values")
+        if self.input_range is not None:
+            lo, hi = self.input_range
+            xmin, xmax = float(x.min()), float(x.max())
+            if xmin < lo or xmax > hi:
+                raise InvalidQuery(f"query values must lie in [{lo:g}, {hi:g}], got values in "
+                                   f"[{xmin:g}, {xmax:g}]")
 
     def _answer(self, x: Tensor) -> Response:
         raise NotImplementedError
@@ -75,6 +110,8 @@ class BlackBox:
         self._input_shape = oracle.input_shape
 
     def query(self, x: Tensor) -> Response:
+        if not isinstance(x, Tensor):
+            raise InvalidQueryType(f"queries must be a torch.Tensor, got {type(x).__name__}")
         r = self._query(x.detach().cpu())
         return Response(r.probs.clone(), r.latency.clone())
 
@@ -101,7 +138,11 @@ class BlackBox:
 
 class VictimOracle(Oracle):
     """Serves a MultiExitNet through a timing channel; logs each answered sample's true exit
-    server-side (``exit_log``) for scoring."""
+    server-side (``exit_log``) for scoring. Accepts float32 images with values in [0, 1] only
+    (``Split.images`` gives exactly that); anything else is refused before it is charged."""
+
+    input_dtypes = (torch.float32,)
+    input_range = (0.0, 1.0)
 
     def __init__(self, model, timing, budget: int, batch_size: int = 512) -> None:
         super().__init__(budget, model.num_classes, model.input_shape)

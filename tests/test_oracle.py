@@ -60,3 +60,39 @@ def test_black_box_exposes_nothing_of_the_model():
 def test_flops_profile_is_machine_independent():
     p = flops_profile(tiny_victim().exit_flops())
     assert list(p.mean) == sorted(p.mean) and p.source == "flops"
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: torch.rand(3, 3, 32, 32, dtype=torch.float64), TypeError, "dtype torch.float32"),
+    (lambda: torch.rand(3, 3, 32, 32).half(), TypeError, "dtype torch.float32"),
+    (lambda: (torch.rand(3, 3, 32, 32) * 255).to(torch.uint8), TypeError, "dtype torch.float32"),
+    (lambda: torch.rand(3, 3, 32, 32).numpy(), TypeError, "must be a torch.Tensor"),
+    (lambda: [[0.5]], TypeError, "must be a torch.Tensor"),
+    (lambda: torch.rand(0, 3, 32, 32), ValueError, "empty batch"),
+    (lambda: torch.full((2, 3, 32, 32), float("nan")), ValueError, "finite"),
+    (lambda: torch.rand(2, 3, 32, 32).index_fill_(0, torch.tensor([1]), float("inf")), ValueError, "finite"),
+    (lambda: torch.rand(2, 3, 32, 32) + 0.5, ValueError, r"in \[0, 1\]"),
+    (lambda: torch.rand(2, 3, 32, 32) - 0.01, ValueError, r"in \[0, 1\]"),
+])
+def test_refused_batches_are_not_charged(make, error, message):
+    oracle = tiny_oracle(budget=10)
+    for target in (oracle, oracle.black_box()):
+        with pytest.raises(error, match=message):
+            target.query(make())
+        assert oracle.used == 0 and oracle.exit_log == []
+    # the whole budget is still there, and the ends of the range are inside it
+    r = oracle.query(torch.cat([torch.zeros(5, 3, 32, 32), torch.ones(5, 3, 32, 32)]))
+    assert torch.isfinite(r.probs).all() and oracle.remaining == 0
+
+
+def test_exact_extraction_oracle_keeps_real_valued_float64_inputs():
+    import numpy as np
+
+    from victims.relu_mlp import MLPOracle, ReLUMLPSpec
+
+    oracle = MLPOracle(ReLUMLPSpec(layers="10-5-5-1").build(0).net, budget=10)
+    r = oracle.query(torch.from_numpy(np.random.default_rng(0).normal(scale=100.0, size=(3, 10))))
+    assert r.probs.dtype == torch.float64 and oracle.used == 3
+    with pytest.raises(ValueError, match="finite"):
+        oracle.query(torch.full((2, 10), float("nan"), dtype=torch.float64))
+    assert oracle.used == 3
