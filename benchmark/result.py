@@ -56,6 +56,10 @@ def git_commit() -> str | None:
 
 
 def environment(device: str) -> dict[str, Any]:
+    """The software and machine that made a result; ``numeric`` is what decides its float results
+    (kernels, library versions, thread counts: ``benchmark.environment``)."""
+    from benchmark.environment import numeric_environment
+
     env = {"stealbench": software_version(), "git_commit": git_commit(),
            "python": platform.python_version(), "torch": torch.__version__,
            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
@@ -63,4 +67,5 @@ def environment(device: str) -> dict[str, Any]:
            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if device.startswith("cuda") and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    env["numeric"] = numeric_environment()
     return env

@@ -54,6 +54,27 @@ class Row:
     seed: int
     scores: dict[str, Any]
     cost: dict[str, Any]
+    verified: bool = True  # re-runnable bit-identical by ``verify`` on any x86-64 CPU with AVX2
+
+
+def verifiable(data: dict[str, Any]) -> bool:
+    """Whether an entry can be re-run bit-identical anywhere CI runs: made on the CPU under the
+    leaderboard's numeric environment (``benchmark.environment.STANDARD``). Every other entry (a
+    legacy entry without a numeric environment, a CUDA entry, other kernels) is shown as unverified."""
+    from benchmark.environment import is_standard
+
+    return data["config"]["device"] == "cpu" and is_standard(data["environment"].get("numeric"))
+
+
+def tie_tolerance() -> float:
+    """Rows whose rank key differs by less than this share a rank: verify's tolerance for ``clo``
+    where the numeric environment is not reproduced."""
+    from leaderboard.verify import TOLERANCES
+
+    return TOLERANCES["scores.clo"][1]
+
+
+UNVERIFIED = " (unverified)"
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -128,7 +149,8 @@ def rows_of(entries: list[Entry]) -> tuple[list[Row], list[Row]]:
         row = Row(section=section, defense=_label(cfg, "defense", vary["defense"]),
                   acts_on=str(d.get("defense", {}).get("acts_on", "")),
                   attack=_label(cfg, "attack", vary["attack"], ("budget", "substitute_arch", "query_data")),
-                  seed=int(cfg["seed"]), scores=d["scores"], cost=d.get("defense", {}).get("cost") or {})
+                  seed=int(cfg["seed"]), scores=d["scores"], cost=d.get("defense", {}).get("cost") or {},
+                  verified=verifiable(d))
         (exact if family(d) == "exact" else multi).append(row)
     return multi, exact
 
@@ -150,7 +172,7 @@ def _multi_exit_section(section: str, rows: list[Row]) -> str:
                                 "queries")),
             "accuracy_lost": _mean([r.cost.get("accuracy_lost") for r in rs]), "latency_ms": _latency_ms(rs),
             "energy": _mean(energy), "seeds": len({r.seed for r in rs}), "n": len(rs),
-            "acts_on": rs[0].acts_on}
+            "acts_on": rs[0].acts_on, "verified": all(r.verified for r in rs)}
     defenses = sorted({d for d, _ in cells})
     summary = []
     for defense in defenses:
@@ -165,20 +187,22 @@ def _multi_exit_section(section: str, rows: list[Row]) -> str:
             "accuracy_lost": _mean([v["accuracy_lost"] for v in mine.values() for _ in range(v["n"])]),
             "latency_ms": _mean([v["latency_ms"] for v in mine.values() for _ in range(v["n"])]),
             "energy": _mean([v["energy"] for v in mine.values() for _ in range(v["n"])]),
-            "attacks": len(mine), "entries": n})
+            "attacks": len(mine), "entries": n, "verified": all(v["verified"] for v in mine.values())})
 
     def key(s: dict) -> tuple:
         costs = (math.inf if s[k] is None else s[k] for k in ("clo", "acc", "accuracy_lost", "latency_ms"))
-        return (*costs, s["defense"])
+        return (not s["verified"], *costs, s["defense"])
 
     summary.sort(key=key)
     ref = next((s for s in summary if s["defense"] == "none"), None)
     n_attacks = len({a for _, a in cells})  # a row with fewer attacks than this was not tried on all
+    ranks = _ranks(summary)
     table = []
-    for rank, s in enumerate(summary, 1):
+    for rank, s in zip(ranks, summary):
         delta = (s["clo"] - ref["clo"]) if ref is not None and s["clo"] is not None and ref["clo"] is not None \
             else None
-        table.append({"rank": str(rank), "defense": s["defense"] + (" (reference)" if s is ref else ""),
+        name = s["defense"] + (" (reference)" if s is ref else "") + ("" if s["verified"] else UNVERIFIED)
+        table.append({"rank": rank, "defense": name,
                       "acts on": s["acts_on"], "strongest attack": s["strongest"], "best clo": _fmt(s["clo"]),
                       "Δclo vs none": "n/a" if delta is None else f"{delta:+.3f}", "best acc": _fmt(s["acc"]),
                       "best cc_ratio": _fmt(s["cc_ratio"]), "accuracy lost": _fmt(s["accuracy_lost"]),
@@ -188,12 +212,41 @@ def _multi_exit_section(section: str, rows: list[Row]) -> str:
     rows_detail = []
     for (defense, attack) in sorted(detail, key=lambda k: (order[k[0]], k[1])):
         v = detail[(defense, attack)]
-        rows_detail.append({"defense": defense, "attack": attack, "acc": _fmt(v["acc"]), "clo": _fmt(v["clo"]),
+        shown = attack + ("" if v["verified"] else UNVERIFIED)
+        rows_detail.append({"defense": defense, "attack": shown, "acc": _fmt(v["acc"]), "clo": _fmt(v["clo"]),
                             "fidelity": _fmt(v["fidelity"]), "clo & fidelity": _fmt(v["clo_and_fidelity"]),
                             "cc_ratio": _fmt(v["cc_ratio"]), "exit accuracy": _fmt(v["exit_accuracy"]),
                             "queries": _fmt(v["queries"], 0), "accuracy lost": _fmt(v["accuracy_lost"]),
                             "added latency (ms)": _fmt(v["latency_ms"], 4), "seeds": str(v["seeds"])})
-    return (f"## {section}\n\n{_md(table)}\n\n### Per-attack detail: {section}\n\n{_md(rows_detail)}\n")
+    note = RANK_NOTE.format(tol=tie_tolerance())
+    return f"## {section}\n\n{_md(table)}\n\n{note}\n\n### Per-attack detail: {section}\n\n{_md(rows_detail)}\n"
+
+
+RANK_NOTE = ("Rows whose best `clo` differs from the first row of their group by less than {tol:g} (the "
+             "tolerance `verify` allows for `clo` where a run's numeric environment is not reproduced) share a rank, "
+             "shown as `n=`. `(unverified)`: an entry of the row cannot be re-run bit-identical by `verify` "
+             "everywhere (recorded without the leaderboard's numeric environment, or on a GPU); such rows are "
+             "ranked after every verified row.")
+
+
+def _ranks(summary: list[dict]) -> list[str]:
+    """Rank labels: verified rows first; a row ties with the first row of its group when their best
+    ``clo`` differ by less than the tolerance (``n=``)."""
+    tol = tie_tolerance()
+    labels: list[str] = []
+    groups: list[list[int]] = []
+    for i, s in enumerate(summary):
+        if groups:
+            head = summary[groups[-1][0]]
+            if head["verified"] == s["verified"] and head["clo"] is not None and s["clo"] is not None \
+                    and s["clo"] - head["clo"] < tol:
+                groups[-1].append(i)
+                continue
+        groups.append([i])
+    for group in groups:
+        first = group[0] + 1
+        labels += [f"{first}=" if len(group) > 1 else str(first)] * len(group)
+    return labels
 
 
 def _exact_section(rows: list[Row]) -> str:
@@ -208,24 +261,26 @@ def _exact_section(rows: list[Row]) -> str:
         stats[key] = {"agree": m["output_agreement"], "neurons": m["neurons_recovered"],
                       "error": m["max_weight_error_log2"], "queries": m["queries"],
                       "labels": _mean([r.cost.get("labels_changed") for r in rs]), "latency_ms": _latency_ms(rs),
-                      "seeds": len({r.seed for r in rs})}
+                      "seeds": len({r.seed for r in rs}), "verified": all(r.verified for r in rs)}
 
     def order(key: tuple[str, str, str]) -> tuple:
         v = stats[key]
-        return (key[0], *(math.inf if v[k] is None else v[k] for k in ("agree", "neurons", "labels", "latency_ms")),
+        costs = (math.inf if v[k] is None else v[k] for k in ("agree", "neurons", "labels", "latency_ms"))
+        return (key[0], not v["verified"], *costs,
                 key[1], key[2])
 
     table = []
     for key in sorted(cells, key=order):
         v = stats[key]
-        table.append({"victim": key[0], "defense": key[1] + (" (reference)" if key[1] == "none" else ""),
+        name = key[1] + (" (reference)" if key[1] == "none" else "") + ("" if v["verified"] else UNVERIFIED)
+        table.append({"victim": key[0], "defense": name,
                       "attack": key[2], "output agreement": _fmt(v["agree"]), "neurons recovered": _fmt(v["neurons"]),
                       "max weight error (log2)": _fmt(v["error"], 1), "queries": _fmt(v["queries"], 0),
                       "labels changed": _fmt(v["labels"]), "added latency (ms)": _fmt(v["latency_ms"], 4),
                       "seeds": str(v["seeds"])})
     return ("## Exact extraction (ReLU networks)\n\nOne row per victim, defense and attack; the defenses that leave "
-            "the least output agreement first. `labels changed`: share of honest answers whose label the defense "
-            "changes.\n\n" + _md(table) + "\n")
+            "the least output agreement first (rows marked `(unverified)` after the others, as above). "
+            "`labels changed`: share of honest answers whose label the defense changes.\n\n" + _md(table) + "\n")
 
 
 TEXT_COLUMNS = {"defense", "acts on", "strongest attack", "attack", "victim"}

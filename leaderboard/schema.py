@@ -250,9 +250,14 @@ def check_environment(c: _Checker, cfg: dict[str, Any] | None) -> None:
     elif not (isinstance(commit, str) and re.fullmatch(r"[0-9a-f]{40}", commit)):
         c.add("environment.git_commit", f"environment.git_commit is {_describe(commit)}; it must be the 40-hex "
                                         f"commit of the StealBench that made the entry")
-    c.number("environment.torch_threads", 1, integer=True)
+    threads = c.number("environment.torch_threads", 1, integer=True)
+    check_numeric(c, threads)
     if cfg is None:
         return
+    present, device = c.get("environment.device")
+    if present and device != cfg["device"]:
+        c.add("environment.device", f"environment.device is {_describe(device)} but config.device is "
+                                    f"{cfg['device']!r}")
     plugins = env.get("plugins") if isinstance(env.get("plugins"), dict) else {}
     for kind in KINDS:
         obj, _ = lookup(kind, cfg[kind])
@@ -263,6 +268,52 @@ def check_environment(c: _Checker, cfg: dict[str, Any] | None) -> None:
             c.add(f"environment.plugins.{kind}", f"{kind} {cfg[kind]!r} comes from outside StealBench but "
                                                  f"environment.plugins.{kind} does not state its distribution "
                                                  f"and version (e.g. 'my-defense==0.1.0')")
+
+
+def check_numeric(c: _Checker, threads: Any) -> None:
+    """``environment.numeric`` (``benchmark.environment.numeric_environment``): optional (an entry
+    without it is a legacy entry, never counted as verified), well-formed where present."""
+    present, numeric = c.get("environment.numeric")
+    if not present:
+        return
+    if c.dict_at("environment.numeric") is None:
+        return
+    for key in ("cpu", "torch", "env"):
+        c.dict_at(f"environment.numeric.{key}")
+    for key in ("python", "numpy", "scipy"):
+        c.string(f"environment.numeric.{key}", nullable=True)
+    blas = numeric.get("blas")
+    if not (isinstance(blas, list) and all(isinstance(b, dict) and isinstance(b.get("owner"), str) for b in blas)):
+        c.add("environment.numeric.blas", "environment.numeric.blas must be a list of objects, each naming its "
+                                          "owner (the BLAS libraries loaded and the kernel each used)")
+    env = numeric.get("env")
+    if isinstance(env, dict) and not all(isinstance(v, str) or v is None for v in env.values()):
+        c.add("environment.numeric.env", "environment.numeric.env must map variable names to strings or null")
+    torch_info = numeric.get("torch")
+    if isinstance(torch_info, dict) and isinstance(threads, int) and torch_info.get("num_threads") != threads:
+        c.add("environment.numeric.torch.num_threads", f"environment.numeric.torch.num_threads is "
+                                                       f"{_describe(torch_info.get('num_threads'))} but "
+                                                       f"environment.torch_threads is {threads}")
+
+
+def check_defense(c: _Checker, cfg: dict[str, Any] | None) -> None:
+    """What the defense is (``acts_on``, as its plugin declares) and what it cost."""
+    if cfg is not None:
+        obj, _ = lookup("defense", cfg["defense"])
+        if obj is not None:
+            want = getattr(obj, "acts_on", "none")
+            present, acts_on = c.get("defense.acts_on")
+            if not present:
+                c.add("defense.acts_on", "missing field defense.acts_on")
+            elif acts_on != want:
+                c.add("defense.acts_on", f"defense.acts_on is {_describe(acts_on)} but defense {cfg['defense']!r} "
+                                         f"acts on {want!r}")
+    if c.dict_at("defense.cost") is None:
+        return
+    c.number("defense.cost.added_latency_mean_s")
+    c.number("defense.cost.labels_changed", 0, 1, required=False)
+    budget = cfg.get("budget") if cfg else None
+    c.number("defense.cost.answered", 0, budget if isinstance(budget, int) else None, integer=True, required=False)
 
 
 def check_multi_exit_scores(c: _Checker) -> None:
@@ -285,11 +336,10 @@ def check_multi_exit_scores(c: _Checker) -> None:
         for who in ("victim", "stolen"):
             c.number(f"scores.energy_j_per_sample.{who}", 0, lo_open=True, nullable=True)
     c.string("scores.energy_source")
-    cost = c.dict_at("defense.cost")
-    if cost is not None:
+    present, cost = c.get("defense.cost")
+    if present and isinstance(cost, dict):
         c.number("defense.cost.accuracy_lost", -1, 1)
         c.number("defense.cost.defended_acc", 0, 1)
-        c.number("defense.cost.added_latency_mean_s")
 
 
 def check_exact_scores(c: _Checker) -> None:
@@ -319,6 +369,8 @@ def check_entry(data: dict[str, Any]) -> list[str]:
     for kind in KINDS:
         if kind in data:
             c.dict_at(kind)
+    if isinstance(data.get("defense"), dict):
+        check_defense(c, cfg)
     if "scores" in data and c.dict_at("scores") is not None:
         budget = cfg.get("budget") if cfg else None
         hi = budget if isinstance(budget, int) else None

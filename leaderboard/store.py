@@ -5,9 +5,15 @@ from its configuration alone::
 
     entries/<victim>-<dataset>/<defense>/<attack>-s<seed>-<hash8>.json
 
-``hash8`` is the first 8 hex digits of the SHA-256 of the entry's *identity*: its configuration
-without the fields that say where it ran (``device``, ``data_root``, ``download``). Two entries with
-the same identity are the same configuration, which the leaderboard holds at most once.
+``hash8`` is the first 8 hex digits of the SHA-256 of what decides how the entry is verified and
+ranked: its configuration (``device`` included; not ``data_root`` and ``download``, which only say
+where data was found), its torch thread count and the key of its numeric environment
+(``benchmark.environment.key``: library versions, kernels, thread counts). An entry recorded without
+a numeric environment (a *legacy* entry, made before StealBench recorded one) keeps its old name,
+which hashes the configuration without ``device``; ``verify`` never counts it as verified.
+
+Two entries with the same *identity* (the configuration without ``device``, ``data_root``,
+``download``) are the same configuration, which the leaderboard holds at most once.
 
 The name hashes the configuration as the entry states it (complete and typed when it was
 submitted), so it does not change when a plugin later gains an option; the duplicate check
@@ -27,6 +33,11 @@ from typing import Any
 
 #: configuration fields that say where a run happened, not what it was
 WHERE = ("device", "data_root", "download")
+#: configuration fields outside the file name's hash (``device`` is inside: it decides how an entry is verified)
+UNHASHED = ("data_root", "download")
+#: an entry file larger than this, or nested deeper, is refused before it is parsed
+MAX_BYTES = 16 * 1024 * 1024
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -56,15 +67,40 @@ def identity(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in WHERE}
 
 
-def identity_hash(config: dict[str, Any]) -> str:
-    text = json.dumps(identity(config), sort_keys=True, separators=(",", ":"), default=str)
+def _sha8(obj: Any) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def entry_relpath(config: dict[str, Any]) -> Path:
-    """The path (relative to the entries folder) an entry with this configuration must have."""
+def identity_hash(config: dict[str, Any], environment: dict[str, Any] | None = None) -> str:
+    """The file name's hash: see the module docstring (``environment``: the entry's ``environment``;
+    without a numeric environment, the legacy hash of the configuration without ``device``)."""
+    numeric = (environment or {}).get("numeric") if isinstance(environment, dict) else None
+    if not isinstance(numeric, dict):
+        return _sha8(identity(config))
+    from benchmark.environment import key
+
+    return _sha8({"config": {k: v for k, v in config.items() if k not in UNHASHED},
+                  "torch_threads": environment.get("torch_threads"), "numeric": key(numeric)})
+
+
+def entry_relpath(config: dict[str, Any], environment: dict[str, Any] | None = None) -> Path:
+    """The path (relative to the entries folder) an entry with this configuration and environment must have."""
     return (Path(f"{_safe(config['victim'])}-{_safe(config['dataset'])}") / _safe(config["defense"])
-            / f"{_safe(config['attack'])}-s{int(config['seed'])}-{identity_hash(config)}.json")
+            / f"{_safe(config['attack'])}-s{int(config['seed'])}-{identity_hash(config, environment)}.json")
+
+
+def nesting_depth(text: str) -> int:
+    """How deep JSON ``text`` nests objects and arrays (strings skipped), without parsing it."""
+    depth = deepest = 0
+    for match in re.finditer(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in "]}":
+            depth -= 1
+    return deepest
 
 
 def _reject_constant(name: str) -> float:
@@ -74,9 +110,15 @@ def _reject_constant(name: str) -> float:
 
 def read_entry(path: Path) -> Entry:
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_BYTES:
+            return Entry(Path(path), None, f"the file has {size} bytes; an entry has at most {MAX_BYTES}")
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as exc:
         return Entry(Path(path), None, f"cannot read the file ({getattr(exc, 'strerror', None) or exc})")
+    depth = nesting_depth(text)
+    if depth > MAX_DEPTH:
+        return Entry(Path(path), None, f"JSON nested {depth} levels deep; an entry nests at most {MAX_DEPTH}")
     try:
         data = json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:

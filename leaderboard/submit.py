@@ -24,16 +24,19 @@ from leaderboard.store import entry_relpath, show
 from leaderboard.validate import validate_entries
 
 POLICY = {"timing": "simulated", "timing_profile": "flops", "data_root": None}
+#: torch threads of a submitted run (the leaderboard's numeric environment runs one thread everywhere)
+STANDARD_THREADS = 1
 
 
 @contextlib.contextmanager
-def leaderboard_cache(threads: int) -> Iterator[Path]:
-    """Victims for leaderboard runs live in their own zoo, one per torch thread count: a victim
-    trained with a different number of threads (or by hand) can differ in the last float bits, so
-    submit and verify share victims trained exactly the way the entry says."""
+def leaderboard_cache(threads: int, numeric: str | None = None) -> Iterator[Path]:
+    """Victims for leaderboard runs live in their own zoo, one per torch thread count and numeric
+    environment (``numeric``: a tag of its kernels, see ``leaderboard.child``): a victim trained with
+    a different number of threads or other kernels (or by hand) can differ in the last float bits,
+    so submit and verify share victims trained exactly the way the entry says."""
     from benchmark.paths import cache_dir
 
-    path = cache_dir() / f"leaderboard-t{threads}"
+    path = cache_dir() / (f"leaderboard-t{threads}" + (f"-{numeric}" if numeric else ""))
     old = os.environ.get("STEALBENCH_CACHE")
     os.environ["STEALBENCH_CACHE"] = str(path)
     try:
@@ -94,7 +97,10 @@ def check_new(data: dict[str, Any], entries_dir: Path) -> Path:
     problems = check_entry(data)
     if problems:
         raise StealBenchError("the result is not a valid entry: " + "; ".join(problems))
-    path = Path(entries_dir) / entry_relpath(data["config"])  # the config is complete and typed by now
+    if not isinstance(data["environment"].get("numeric"), dict):
+        raise StealBenchError("the result does not record its numeric environment (environment.numeric: made by "
+                              "an older StealBench); run it again with this one")
+    path = Path(entries_dir) / entry_relpath(data["config"], data["environment"])  # config complete and typed
     if path.exists():
         raise StealBenchError(f"{show(path)} already exists (the same configuration); entries are never "
                               f"overwritten; delete it in a separate change if it must be redone")
@@ -137,20 +143,35 @@ def uncommitted_code() -> list[str]:
     return [line[3:] for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
 
 
-def submit(cfg: RunConfig, entries_dir: Path, progress: bool = False) -> Path:
-    """Run ``cfg`` (completed) and write it as a new entry; returns its path."""
-    import torch
+def existing_entry(config: dict[str, Any], entries_dir: Path) -> Path | None:
+    """The entry that already holds this configuration (compared with every option typed), if any."""
+    from leaderboard.store import identity, load_entries
+    from leaderboard.validate import canonical_config
 
-    from benchmark.runner import run
+    want = identity(_canonical(config))
+    for entry in load_entries(entries_dir):
+        try:
+            if entry.data is not None and identity(canonical_config(entry.data["config"])) == want:
+                return entry.path
+        except (KeyError, TypeError, StealBenchError):
+            continue  # not a valid entry: validate reports it
+    return None
+
+
+def submit(cfg: RunConfig, entries_dir: Path, progress: bool = False) -> Path:
+    """Run ``cfg`` (completed) under the leaderboard's numeric environment
+    (``benchmark.environment.STANDARD``: portable kernels, one thread) in a process of its own, and
+    write it as a new entry; returns its path."""
+    from benchmark.environment import STANDARD
+    from leaderboard.child import run_child
 
     cfg = complete_config(cfg)
-    target = Path(entries_dir) / entry_relpath(_canonical(cfg.to_json()))
-    if target.exists():  # fail before the minutes of running, not after
-        raise StealBenchError(f"{show(target)} already exists (the same configuration); entries are never "
+    held = existing_entry(cfg.to_json(), entries_dir)
+    if held is not None:  # fail before the minutes of running, not after
+        raise StealBenchError(f"{show(held)} already exists (the same configuration); entries are never "
                               f"overwritten")
-    with leaderboard_cache(torch.get_num_threads()):
-        result = run(cfg, progress=progress)
-    data = prepare(result.to_json())
+    result = run_child(cfg.to_json(), STANDARD_THREADS, STANDARD, progress=progress)
+    data = prepare(result)
     data["config"] = stated_options(data)  # what the run really used (e.g. options derived from the victim)
     try:
         return write_entry(data, entries_dir)

@@ -40,10 +40,12 @@ def validate_entries(entries: list[Entry], entries_dir: Path | None = None) -> l
         else:
             seen[key] = entry.path
         if entries_dir is not None:
-            want = Path(entries_dir) / entry_relpath(entry.data["config"])  # as stated: stable when plugins grow
+            # as stated: stable when plugins grow
+            want = Path(entries_dir) / entry_relpath(entry.data["config"], entry.data["environment"])
             if entry.path.resolve() != want.resolve():
-                problems.append(f"{name}: misplaced: an entry with this configuration belongs at {show(want)} "
-                                f"(python -m leaderboard submit names files)")
+                problems.append(f"{name}: misplaced: an entry with this configuration and numeric environment "
+                                f"belongs at {show(want)} (the name hashes config, environment.torch_threads and "
+                                f"environment.numeric; python -m leaderboard submit names files)")
     return problems
 
 
