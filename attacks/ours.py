@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -87,7 +88,8 @@ class Ours(Attack):
             raise ConfigError("attack 'ours': repeats and max_exits must be >= 1")
         if self.bandwidth not in ("scott", "silverman"):
             try:
-                if float(self.bandwidth) <= 0:
+                value = float(self.bandwidth)
+                if not math.isfinite(value) or value <= 0:  # float("nan") <= 0 is False
                     raise ValueError
             except ValueError:
                 raise ConfigError("attack 'ours': bandwidth must be scott, silverman or a positive number") from None

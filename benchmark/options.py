@@ -12,7 +12,7 @@ import math
 import typing
 from typing import Any
 
-from benchmark.errors import ConfigError
+from benchmark.errors import ConfigError, one_line, show
 
 
 def option_fields(cls: type) -> dict[str, dataclasses.Field]:
@@ -26,7 +26,7 @@ def parse_kv(pairs: list[str] | None, what: str) -> dict[str, str]:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"{what} option {pair!r} is not of the form key=value")
+            raise ConfigError(f"{what} option {show(pair)} is not of the form key=value")
         out[key.strip()] = value.strip()
     return out
 
@@ -46,15 +46,17 @@ def _convert(value: Any, tp: Any, name: str, owner: str) -> Any:
                 return _convert(value, arg, name, owner)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{owner}: bad value {value!r} for {name}")
+        raise ConfigError(errors[0] if errors else f"{owner}: bad value {show(value)} for {name}")
     if origin is typing.Literal:
         if value in args:
             return value
-        raise ConfigError(f"{owner}: {name} must be one of {', '.join(map(str, args))}, got {value!r}")
+        raise ConfigError(f"{owner}: {name} must be one of {', '.join(map(str, args))}, got {show(value)}")
     try:
         if tp is bool:
             if isinstance(value, bool):
                 return value
+            if not isinstance(value, (str, int)):
+                raise ValueError
             low = str(value).lower()
             if low in ("1", "true", "yes", "on"):
                 return True
@@ -62,23 +64,31 @@ def _convert(value: Any, tp: Any, name: str, owner: str) -> Any:
                 return False
             raise ValueError
         if tp is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise ValueError
+            if isinstance(value, float) and not value.is_integer():
                 raise ValueError
             return int(value)
         if tp is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise ValueError
             out = float(value)
-            if not math.isfinite(out):
+            if not math.isfinite(out):  # nan, inf: no option of a plugin means them
                 raise ValueError
             return out
         if tp is str:
+            if not isinstance(value, (str, int, float)):
+                raise ValueError  # a list or table given for a string option
             return str(value)
         if origin is tuple:
+            if not isinstance(value, (list, tuple, str, int, float)):
+                raise ValueError
             items = value if isinstance(value, (list, tuple)) else [v for v in str(value).split(",") if v]
             elem = args[0] if args else str
             return tuple(_convert(v, elem, name, owner) for v in items)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         expected = getattr(tp, "__name__", tp)
-        raise ConfigError(f"{owner}: bad value {value!r} for {name} (expected {expected})") from None
+        raise ConfigError(f"{owner}: bad value {show(value)} for {name} (expected {expected})") from None
     return value
 
 
@@ -88,18 +98,20 @@ def build_plugin(cls: type, raw: dict[str, Any], what: str) -> Any:
     fields = option_fields(cls)
     hints = typing.get_type_hints(cls)
     kwargs = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{owner}: options must be a table of key = value, got {show(raw)}")
     for key, value in raw.items():
-        if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
+        if not isinstance(key, str) or key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1) if isinstance(key, str) else []
             hint = f"did you mean {close[0]!r}?" if close else f"options: {', '.join(fields) or 'none'}"
-            raise ConfigError(f"{owner} has no option {key!r}; {hint}")
+            raise ConfigError(f"{owner} has no option {show(key)}; {hint}")
         kwargs[key] = _convert(value, hints[key], key, owner)
     try:
         return cls(**kwargs)
     except ConfigError:
         raise
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{owner}: {exc}") from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ConfigError(f"{owner}: {one_line(exc) or type(exc).__name__}") from exc
 
 
 def plugin_options(obj: Any) -> dict[str, Any]:

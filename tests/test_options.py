@@ -18,6 +18,9 @@ def test_options_are_typed():
     ({"size": "-1"}, "size must be >= 0"),
     ({"keyed": "maybe"}, "bad value 'maybe' for keyed"),
     ({"size": "nan"}, "bad value"),
+    ({"dist": [1, 2]}, r"bad value \[1, 2\] for dist \(expected str\)"),
+    ({"dist": ["x" * 10**6]}, r"^defense 'jitter': bad value \['x{30,40}\.\.\.x{30,40}\.\.\. for dist "
+                              r"\(expected str\)$"),
 ])
 def test_bad_options_are_one_line_errors(raw, message):
     with pytest.raises(ConfigError, match=message) as info:
