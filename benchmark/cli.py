@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmark.errors import StealBenchError
+from benchmark.errors import StealBenchError, one_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace):
-    from benchmark.config import RunConfig, load_config_file
+    from benchmark.config import RunConfig, check_options_table, load_config_file
     from benchmark.options import parse_kv
 
     settings: dict = {}
@@ -127,24 +127,25 @@ def config_from_args(args: argparse.Namespace):
         value = getattr(args, name)
         if value is not None:
             settings[name] = value
+    source = args.config or "flags"
     for kind in ("attack", "defense", "victim"):
-        opts = dict(settings.get(f"{kind}_options", {}))
+        opts = dict(check_options_table(settings.get(f"{kind}_options", {}), f"{kind}_options", source))
         opts.update(parse_kv(getattr(args, f"{kind}_opt"), kind))
         settings[f"{kind}_options"] = opts
     if args.epochs is not None:
         settings["victim_options"]["epochs"] = args.epochs
-    return RunConfig.from_dict(settings, source=args.config or "flags")
+    return RunConfig.from_dict(settings, source=source)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.io import check_writable
     from benchmark.report import scores_table
     from benchmark.runner import run
 
     cfg = config_from_args(args)
     out = Path(args.out) if args.out else Path("results") / (
         f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.attack}-{cfg.defense}-{cfg.victim}-s{cfg.seed}.json")
-    if out.exists() and out.is_dir():
-        raise StealBenchError(f"--out {out} is a directory; give a file path")
+    check_writable(out)  # before the work, not after it
     if args.retrain:
         import benchmark.zoo as zoo
 
@@ -189,7 +190,8 @@ SWEEP_SHARED_FLAGS = ("query_data", "budget", "data_seed", "timing", "timing_pro
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from benchmark.config import load_config_file
+    from benchmark.config import check_options_table, load_config_file
+    from benchmark.io import check_writable_dir
     from benchmark.options import parse_kv
     from benchmark.runner import check_device
     from benchmark.sweep import AXES, STATE_DONE, build_spec, describe, job_state, run_sweep
@@ -202,7 +204,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         opts = parse_kv(getattr(args, f"{kind}_opt"), kind)
         if opts:
             base = settings.get(f"{kind}_options") or {}
-            settings[f"{kind}_options"] = {**(base if isinstance(base, dict) else {}), **opts}
+            check_options_table(base, f"{kind}_options", args.config or "flags")
+            settings[f"{kind}_options"] = {**base, **opts}
     jobs = build_spec(settings, source=args.config or "flags").jobs()
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -210,6 +213,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(describe(jobs, out))
         return 0
+    check_writable_dir(out)
     if args.executor == "local":
         for device in {job.config.device for job in jobs}:
             check_device(device)
@@ -249,8 +253,8 @@ def dispatch(parser: argparse.ArgumentParser, handlers: dict, argv: list[str] | 
     try:
         args = parser.parse_args(argv)
         return handlers[args.command](args)
-    except StealBenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except StealBenchError as exc:  # one line, whatever the message holds
+        print(f"error: {one_line(exc, 1000) or type(exc).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)

@@ -21,6 +21,7 @@ import difflib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import re
 import time
@@ -30,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.config import RunConfig
-from benchmark.errors import ConfigError, StealBenchError
+from benchmark.config import MAX_SEED, RunConfig
+from benchmark.errors import ConfigError, StealBenchError, show
 from benchmark.io import write_json
 
 AXES = ("attacks", "defenses", "victims", "datasets", "seeds")
@@ -40,6 +41,9 @@ KINDS = {"attacks": "attack", "defenses": "defense", "victims": "victim"}
 SHARED = tuple(f.name for f in dataclasses.fields(RunConfig)
                if f.name not in ("attack", "defense", "victim", "dataset", "seed"))
 STATE_DONE, STATE_FAILED, STATE_TODO = "done", "failed", "todo"
+#: the most jobs (cells) one sweep may have, checked before any list is expanded; each job is a
+#: whole run, so a grid beyond this is almost surely a typo (``--seeds 0-10000000``)
+MAX_JOBS = 10_000
 
 
 @dataclass(frozen=True)
@@ -131,56 +135,70 @@ def parse_entry(item: Any, kind: str) -> tuple[str, dict[str, Any]]:
         opts = dict(item)
         name = opts.pop("name", None)
         if not isinstance(name, str) or not name:
-            raise ConfigError(f"a {kind} entry given as a table needs name = \"...\" (got {item!r})")
+            raise ConfigError(f"a {kind} entry given as a table needs name = \"...\" (got {show(item)})")
         return name, opts
     if not isinstance(item, str) or not item.strip():
-        raise ConfigError(f"bad {kind} entry {item!r}: expected NAME[:KEY=VALUE...]")
+        raise ConfigError(f"bad {kind} entry {show(item)}: expected NAME[:KEY=VALUE...]")
     name, *pairs = [p.strip() for p in item.strip().split(":")]
     opts: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"{kind} entry {item!r}: option {pair!r} is not of the form key=value "
+            raise ConfigError(f"{kind} entry {show(item)}: option {show(pair)} is not of the form key=value "
                               f"(syntax: NAME[:KEY=VALUE[:KEY=VALUE...]])")
         opts[key.strip()] = value.strip()
     if not name:
-        raise ConfigError(f"{kind} entry {item!r} has no name")
+        raise ConfigError(f"{kind} entry {show(item)} has no name")
     return name, opts
 
 
 def split_list(value: Any, what: str) -> list[Any]:
-    """A comma-separated string or a list from a sweep file -> list of items."""
+    """A comma-separated string or a list from a sweep file -> list of items (``MAX_JOBS`` at most)."""
     if isinstance(value, str):
-        items = [v.strip() for v in value.split(",")]
+        items = [v.strip() for v in value.split(",", MAX_JOBS)]
+        if len(items) > MAX_JOBS:
+            raise ConfigError(f"--{what} lists more than {MAX_JOBS} entries, the most jobs a sweep may have")
         if not all(items):
-            raise ConfigError(f"--{what} {value!r} has an empty entry")
+            raise ConfigError(f"--{what} {show(value)} has an empty entry")
         return items
     if isinstance(value, (list, tuple)) and value:
+        if len(value) > MAX_JOBS:
+            raise ConfigError(f"{what} lists {len(value)} entries, more than the {MAX_JOBS} jobs a sweep may have")
         return list(value)
-    raise ConfigError(f"{what} must be a non-empty list or comma-separated string, got {value!r}")
+    raise ConfigError(f"{what} must be a non-empty list or comma-separated string, got {show(value)}")
 
 
 def parse_seeds(value: Any) -> tuple[int, ...]:
-    """``"0,1,5-7"`` or ``[0, 1]`` -> (0, 1, 5, 6, 7)."""
+    """``"0,1,5-7"`` or ``[0, 1]`` -> (0, 1, 5, 6, 7); at most ``MAX_JOBS`` seeds, each from 0 to
+    ``MAX_SEED`` (ranges are measured before they are expanded)."""
     seeds: list[int] = []
-    for item in split_list(value if not isinstance(value, int) else [value], "seeds"):
+    items = split_list(value if not isinstance(value, int) else [value], "seeds")
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (int, str)):
+            raise ConfigError(f"seeds: {show(item)} is not a seed or a range like 0-4")
         text = str(item).strip()
         try:
-            if isinstance(item, int) and not isinstance(item, bool):
-                seeds.append(item)
-            elif re.fullmatch(r"\d+-\d+", text):
+            if isinstance(item, int):
+                lo = hi = item
+            elif re.fullmatch(r"\d{1,20}-\d{1,20}", text):
                 lo, hi = map(int, text.split("-"))
                 if hi < lo:
                     raise ValueError
-                seeds.extend(range(lo, hi + 1))
             else:
-                seeds.append(int(text))
+                lo = hi = int(text)
         except ValueError:
-            raise ConfigError(f"seeds: {item!r} is not a seed or a range like 0-4") from None
-    if any(s < 0 for s in seeds):
-        raise ConfigError("seeds must be non-negative")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"seeds: {seeds} lists a seed twice")
+            raise ConfigError(f"seeds: {show(item)} is not a seed or a range like 0-4") from None
+        if lo < 0 or hi > MAX_SEED:
+            raise ConfigError(f"seeds must be integers from 0 to {MAX_SEED}, got {show(item)}")
+        if len(seeds) + (hi - lo + 1) > MAX_JOBS:
+            raise ConfigError(f"seeds: {show(value)} is more than {MAX_JOBS} seeds, the most jobs a sweep "
+                              f"may have; split the sweep")
+        seeds.extend(range(lo, hi + 1))
+    seen: set[int] = set()
+    for seed in seeds:
+        if seed in seen:
+            raise ConfigError(f"seeds: {show(value)} lists seed {seed} twice")
+        seen.add(seed)
     return tuple(seeds)
 
 
@@ -231,8 +249,19 @@ def build_spec(settings: dict[str, Any], source: str = "sweep") -> SweepSpec:
     if settings.get("seeds") is not None:
         axes["seeds"] = parse_seeds(settings["seeds"])
     spec = SweepSpec(**axes, shared=shared)
+    check_size(spec)
     check_spec(spec)
     return spec
+
+
+def check_size(spec: SweepSpec) -> None:
+    """Refuse a grid of more than ``MAX_JOBS`` cells before a single job is built."""
+    sizes = {axis: len(getattr(spec, axis)) for axis in AXES}
+    total = math.prod(sizes.values())
+    if total > MAX_JOBS:
+        grid = " x ".join(f"{n} {axis}" for axis, n in sizes.items())
+        raise ConfigError(f"the sweep has {total} jobs ({grid}), more than the {MAX_JOBS} a sweep may have; "
+                          f"split it into smaller sweeps")
 
 
 def check_spec(spec: SweepSpec) -> None:
@@ -383,7 +412,7 @@ def run_sweep(jobs: list[Job], out_dir: str | Path, executor: str = "local", wor
             if todo:
                 with runner:
                     for job, outcome in runner.run(todo):
-                        record(job, outcome, out_dir, executor, summary)
+                        outcome = record(job, outcome, out_dir, executor, summary)
                         if on_result is not None:
                             on_result(job, outcome)
                         bar.update(outcome["ok"])
@@ -393,11 +422,17 @@ def run_sweep(jobs: list[Job], out_dir: str | Path, executor: str = "local", wor
     return summary
 
 
-def record(job: Job, outcome: dict[str, Any], out_dir: Path, executor: str, summary: SweepSummary) -> None:
-    """Write a finished job's file (atomically): its result, or its error record."""
+def record(job: Job, outcome: dict[str, Any], out_dir: Path, executor: str,
+           summary: SweepSummary) -> dict[str, Any]:
+    """Write a finished job's file (atomically): its result, or its error record. A result JSON
+    cannot hold (NaN or infinity in it) makes the job failed, with that error; returns the outcome."""
     summary.ran.append(job.id)
     if outcome["ok"]:
-        write_json(job.result_path(out_dir), outcome["result"])
+        try:
+            write_json(job.result_path(out_dir), outcome["result"])
+        except StealBenchError as exc:
+            outcome = {"ok": False, "error": error_info(exc)}
+    if outcome["ok"]:
         with contextlib.suppress(FileNotFoundError):
             job.error_path(out_dir).unlink()
         summary.done += 1
@@ -405,6 +440,7 @@ def record(job: Job, outcome: dict[str, Any], out_dir: Path, executor: str, summ
         write_json(job.error_path(out_dir), failure_record(job, outcome["error"], executor))
         summary.failed += 1
         summary.failures.append(job.id)
+    return outcome
 
 
 def describe(jobs: Iterable[Job], out_dir: Path) -> str:

@@ -1,11 +1,14 @@
 """The victim zoo: trained victims cached on disk as state dicts, keyed by name, dataset, seed
 and hyper-parameters, so a second run does not train again. Loading uses ``weights_only=True``;
-a cache file that does not load is a one-line error, never a silent retrain over it."""
+a cache file that does not load is a one-line error, never a silent retrain over it. A cache file
+that loads but holds NaN or infinite weights or thresholds (a run could only end in non-finite
+scores) is trained again and replaced, with one line on stderr saying so."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,18 +54,34 @@ def load_or_train(spec: VictimSpec, task: TaskData, seed: int, device: str = "cp
         model = spec.build(task.num_classes, task.input_shape)
         if path.exists() and not (retrain or FORCE_RETRAIN):
             load_state(model, path)
-            return ZooEntry(model.to(device).eval(), path, True, 0.0)
+            bad = non_finite_tensors(model)
+            if not bad:
+                return ZooEntry(model.to(device).eval(), path, True, 0.0)
+            print(f"warning: cached victim {path} has non-finite values ({', '.join(bad[:3])}"
+                  f"{', ...' if len(bad) > 3 else ''}); training it again", file=sys.stderr)
+            torch.manual_seed(seed)  # the same start as a first training
+            model = spec.build(task.num_classes, task.input_shape)
         model = model.to(device)
         start = time.perf_counter()
         train_victim(model, spec, task.train, seed, device, progress)
         conf, pred = exit_confidences(model, task.val, device)
         model.set_thresholds(choose_thresholds(conf, pred == task.val.y[:, None]))
         seconds = time.perf_counter() - start
+        bad = non_finite_tensors(model)
+        if bad:
+            raise StealBenchError(f"training victim {spec.name!r} gave non-finite values ({', '.join(bad[:3])}); "
+                                  f"not cached; try other victim options (e.g. a smaller lr)")
         save_torch(path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
         write_json(path.with_suffix(".json"), {"key": key, "victim": spec.name, "dataset": task.name,
                                                "seed": seed, "options": plugin_options(spec),
                                                "train_seconds": seconds})
         return ZooEntry(model.eval(), path, False, seconds)
+
+
+def non_finite_tensors(model: torch.nn.Module) -> list[str]:
+    """Names of the model's floating-point parameters and buffers holding NaN or infinity."""
+    return [name for name, t in model.state_dict().items()
+            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
 def load_state(model: torch.nn.Module, path: Path) -> None:
