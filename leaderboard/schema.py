@@ -332,10 +332,14 @@ def check_multi_exit_scores(c: _Checker) -> None:
         elif abs(sum(hist) - 1) > 1e-6:
             c.add(f"scores.{key}", f"scores.{key} sums to {sum(hist):.6g}, not 1")
     energy = c.dict_at("scores.energy_j_per_sample")
+    source = c.string("scores.energy_source")
     if energy is not None:
         for who in ("victim", "stolen"):
-            c.number(f"scores.energy_j_per_sample.{who}", 0, lo_open=True, nullable=True)
-    c.string("scores.energy_source")
+            value = c.number(f"scores.energy_j_per_sample.{who}", 0, lo_open=True, nullable=True)
+            if value is not None and source not in (None, "rapl", "nvml"):
+                c.add(f"scores.energy_j_per_sample.{who}", f"scores.energy_j_per_sample.{who} is {value!r} but "
+                                                           f"scores.energy_source is {source!r}: a measured energy "
+                                                           f"comes from 'rapl' or 'nvml'")
     present, cost = c.get("defense.cost")
     if present and isinstance(cost, dict):
         c.number("defense.cost.accuracy_lost", -1, 1)

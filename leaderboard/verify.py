@@ -248,7 +248,8 @@ def verify_one(path: Path, exact: bool = False) -> Outcome:
     for who in ("victim", "stolen"):
         had = _get(entry.data, f"scores.energy_j_per_sample.{who}")[1]
         if is_number(had) and not is_number(_get(fresh, f"scores.energy_j_per_sample.{who}")[1]):
-            reason = "; ".join(filter(None, [reason, f"no energy counter here to re-measure the {who}'s energy"]))
+            reason = "; ".join(filter(None, [reason, f"scores.energy_j_per_sample.{who} recorded, but no energy "
+                                                     f"counter here to measure it again"]))
     return Outcome(path, "unverified" if reason else "ok", [], seconds, largest, reason)
 
 

@@ -48,7 +48,7 @@ def entries(tmp_path, tiny):
     """A fresh entries folder holding a copy of the tiny entry."""
     src, data = tiny
     root = tmp_path / "entries"
-    dest = root / entry_relpath(data["config"])
+    dest = root / entry_relpath(data["config"], data["environment"])
     dest.parent.mkdir(parents=True)
     shutil.copy(src, dest)
     return root, dest, copy.deepcopy(data)
@@ -60,7 +60,8 @@ def test_submit_writes_a_complete_valid_entry_where_its_config_says(tiny):
     path, data = tiny
     cfg = data["config"]
     assert data["schema_version"] == SCHEMA_VERSION
-    assert path.as_posix().endswith(f"sdn-tiny-synthetic/jitter/ours-s0-{entry_relpath(cfg).stem[-8:]}.json")
+    name = entry_relpath(cfg, data["environment"]).stem[-8:]
+    assert path.as_posix().endswith(f"sdn-tiny-synthetic/jitter/ours-s0-{name}.json")
     assert cfg["budget"] == 600 and cfg["timing"] == "simulated" and cfg["timing_profile"] == "flops"
     assert cfg["defense_options"] == {"size": 1.0, "dist": "uniform", "keyed": False}  # every option stated
     assert cfg["attack_options"]["epochs"] == 1 and "alpha" in cfg["attack_options"]
@@ -102,7 +103,7 @@ def test_import_a_benchmark_result(entries, tmp_path):
     src.write_text(json.dumps(result))
     assert lb("--entries", root, "submit", "--from-result", src) == 0
     new = root / entry_relpath(canonical_config({**result["config"], **{
-        f"{k}_options": result[k]["options"] for k in ("attack", "defense", "victim")}}))
+        f"{k}_options": result[k]["options"] for k in ("attack", "defense", "victim")}}), result["environment"])
     assert new.exists() and json.loads(new.read_text())["config"]["defense_options"]["size"] == 1.0
     assert lb("--entries", root, "validate") == 0
     assert lb("--entries", root, "submit", "--from-result", src) == 2
@@ -184,13 +185,13 @@ def test_an_entry_made_before_a_plugin_gained_an_option_stays_valid(entries, cap
     for block in (data["config"]["defense_options"], data["defense"]["options"]):
         del block["keyed"]  # as if the entry was made before jitter had `keyed`
     path.unlink()
-    old = root / entry_relpath(data["config"])
+    old = root / entry_relpath(data["config"], data["environment"])
     old.parent.mkdir(parents=True, exist_ok=True)
     old.write_text(json.dumps(data))
     assert lb("--entries", root, "validate") == 0
     data["config"]["defense_options"]["keyed"] = False
     data["defense"]["options"]["keyed"] = False
-    new = root / entry_relpath(data["config"])
+    new = root / entry_relpath(data["config"], data["environment"])
     assert new != old
     new.write_text(json.dumps(data))
     assert lb("--entries", root, "validate") == 1
@@ -292,14 +293,14 @@ def test_verify_reruns_exactly_and_catches_a_tampered_score(entries, capsys):
     root, path, data = entries
     assert lb("--entries", root, "verify", "--exact") == 0
     out = capsys.readouterr().out
-    assert f"ok    {show(path)}" in out and "1 ok, 0 failed" in out
+    assert f"ok    {show(path)}" in out and "numeric environment reproduced" in out and "1 ok" in out
     data["scores"]["clo"] = round(data["scores"]["clo"] + 0.1, 4) if data["scores"]["clo"] < 0.9 else 0.5
     path.write_text(json.dumps(data, indent=2))
     assert lb("--entries", root, "validate") == 0  # still a well-formed entry...
     assert lb("--entries", root, "verify") == 1  # ...but not what its configuration produces
     out, err = capsys.readouterr()
-    assert f"FAIL  {show(path)}: scores.clo recorded" in out and "tolerance 0.02 absolute" in out
-    assert "0 ok, 1 failed" in err and "Traceback" not in out + err
+    assert f"FAIL  {show(path)}: scores.clo recorded" in out and "must be equal" in out  # reproduced: exact
+    assert "0 ok" in err and "1 failed" in err and "Traceback" not in out + err
 
 
 def test_verify_selects_cheap_entries_and_a_fixed_sample(tmp_path):
