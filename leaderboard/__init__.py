@@ -4,7 +4,8 @@ verify (re-run) and submit entries. See the README, section Leaderboard.
 
 Modules: ``store`` (where entries live, how they are named and loaded), ``schema`` (what one entry
 must hold), ``validate`` (the whole folder), ``render`` (the table), ``verify`` (re-run and compare),
-``submit`` (run a configuration and write a new entry), ``cli``.
+``submit`` (run a configuration and write a new entry), ``child`` (one run in a process of its own, with
+the numeric environment pinned: ``benchmark.environment``), ``cli``. See also docs/leaderboard.md.
 """
 
 from pathlib import Path

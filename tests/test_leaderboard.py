@@ -321,17 +321,17 @@ def test_verify_compare_tolerances(tiny):
     from leaderboard.verify import compare
 
     _, data = tiny
-    other = copy.deepcopy(data)
-    other["scores"]["acc"] += 0.015
-    other["scores"]["cc_ratio"] *= 1.01
+    other = copy.deepcopy(data)  # per-metric tolerances: where the numeric environment is not reproduced
+    other["scores"]["clo"] += 0.025
+    other["scores"]["cc_ratio"] *= 1.02
     other["scores"]["attack_seconds"] *= 10  # wall clock: never compared
     assert compare(data, other)[0] == []
     assert len(compare(data, other, exact=True)[0]) == 2
     other["scores"]["queries"] -= 1
-    other["scores"]["acc"] += 0.01
+    other["scores"]["clo"] += 0.01
     problems = compare(data, other)[0]
     assert any(p.startswith("scores.queries") and "must be equal" in p for p in problems)
-    assert any(p.startswith("scores.acc") and "tolerance 0.02 absolute" in p for p in problems)
+    assert any(p.startswith("scores.clo") and "tolerance 0.03 absolute" in p for p in problems)
 
 
 def test_verify_rejects_an_invalid_entry_without_rerunning(entries, capsys):

@@ -63,6 +63,9 @@ def test_runs_submits_and_validates(plugin_env, tmp_path):
     assert p.returncode == 0 and "1 entries, all valid" in p.stdout, p.stdout + p.stderr
     p = sh("-m", "leaderboard", "--entries", entries, "render", "--out", tmp_path / "t.md", env=plugin_env)
     assert p.returncode == 0 and "quantized-latency" in (tmp_path / "t.md").read_text()
+    # verify re-runs it in a child process pinned to the recorded numeric environment: the plugin is found there too
+    p = sh("-m", "leaderboard", "--entries", entries, "verify", env=plugin_env)
+    assert p.returncode == 0 and "numeric environment reproduced; identical" in p.stdout, p.stdout + p.stderr
 
     # without the package installed, the entry names a defense that does not exist here
     bare = {k: v for k, v in plugin_env.items() if k != "PYTHONPATH"}
