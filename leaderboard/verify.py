@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from leaderboard.schema import check_entry, is_number
-from leaderboard.store import entry_relpath, read_entry, show
+from leaderboard.store import Entry, entry_relpath, read_entry, show
 
 #: per-metric tolerance where the numeric environment is not reproduced: (rule, tolerance);
 #: rule "exact" (must be equal), "abs" (absolute difference), "rel" (relative difference).
@@ -212,12 +212,9 @@ def plan(data: dict) -> tuple[dict, dict[str, str | None] | None, str]:
     return config, pinned, "; ".join(reasons)
 
 
-def verify_one(path: Path, exact: bool = False) -> Outcome:
-    from benchmark.environment import differences
-    from benchmark.errors import StealBenchError
-    from leaderboard.child import run_child
-
-    start = time.perf_counter()
+def check_one(path: Path) -> Outcome | dict:
+    """The entry's content if it may be re-run, else its failed Outcome (validation and placement;
+    run in the calling thread: the plugin registries load on first use)."""
     entry = read_entry(path)
     if entry.data is None:
         return Outcome(path, "fail", [entry.error or "unreadable"])
@@ -229,6 +226,20 @@ def verify_one(path: Path, exact: bool = False) -> Outcome:
         return Outcome(path, "fail", [f"does not validate: misplaced: its configuration and numeric environment "
                                       f"name it {want} (the hash covers config, environment.torch_threads and "
                                       f"environment.numeric)"])
+    return entry.data
+
+
+def verify_one(path: Path, exact: bool = False, checked: Outcome | dict | None = None) -> Outcome:
+    """Check, re-run and compare one entry (``checked``: ``check_one(path)`` if already done)."""
+    from benchmark.environment import differences
+    from benchmark.errors import StealBenchError
+    from leaderboard.child import run_child
+
+    start = time.perf_counter()
+    data = check_one(path) if checked is None else checked
+    if isinstance(data, Outcome):
+        return data
+    entry = Entry(Path(path), data)
     config, pinned, reason = plan(entry.data)
     try:
         fresh = run_child(config, int(entry.data["environment"]["torch_threads"]), pinned)
@@ -284,7 +295,8 @@ def verify_many(files: list[Path], exact: bool = False, jobs: int = 1, report=pr
     outcomes: list[Outcome] = []
     pool = ThreadPoolExecutor(max_workers=max(1, jobs))
     try:
-        futures = {pool.submit(verify_one, path, exact): path for path in files}
+        checked = [check_one(path) for path in files]  # here: plugin registries are not thread-safe to load
+        futures = {pool.submit(verify_one, path, exact, c): path for path, c in zip(files, checked)}
         for future in as_completed(futures):
             try:
                 outcome = future.result()

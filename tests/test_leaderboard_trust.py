@@ -264,3 +264,11 @@ def test_every_shown_field_edited_by_hand_is_refused(family, crypto, multi, tmp_
         named = field if not field.startswith("config.") else "misplaced"
         assert any(named in line or field in line for line in refused), (field, refused)
 
+
+
+def test_parallel_verify_loads_plugins_once(capsys):
+    """``--jobs 2``: entries are checked before the re-runs start in parallel (plugin registries load once)."""
+    files = [sorted(COMMITTED.rglob(f"relu-mlp-synthetic/{d}/cryptanalytic-*.json"))[0] for d in ("top1", "rounding")]
+    p = sh("verify", "--jobs", "2", "--allow-unverified", *files)
+    assert p.returncode == 0 and "unknown attack" not in p.stdout, p.stdout + p.stderr
+    assert p.stdout.count("UNVERIFIED ") == 2 and "0 failed" in p.stdout
