@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "here (each is still listed as UNVERIFIED and checked within tolerance)")
     ve.add_argument("--jobs", type=int, default=1, help="entries re-run in parallel (processes; default 1)")
 
+    rs = sub.add_parser("resubmit", help="run entries' configurations again under the leaderboard's numeric "
+                                         "environment and replace them (legacy entries: all without one)")
+    rs.add_argument("files", nargs="*", help="these entry files (default: every entry recorded without a numeric "
+                                             "environment)")
+    rs.add_argument("--jobs", type=int, default=1, help="entries re-run in parallel (default 1)")
+
     s = sub.add_parser("submit", help="run a configuration and write it as a new entry (never overwrites)")
     s.add_argument("--from-result", dest="from_result", help="file this result JSON (from `python -m benchmark "
                                                               "run`/`sweep`) instead of running")
@@ -169,11 +175,55 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_resubmit(args: argparse.Namespace) -> int:
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from leaderboard.child import stop_all
+    from leaderboard.store import entry_files, read_entry, show
+    from leaderboard.submit import resubmit
+    from leaderboard.validate import validate_dir
+
+    if args.jobs < 1:
+        raise StealBenchError("--jobs must be at least 1")
+    root = entries_dir(args)
+    files = [Path(f) for f in args.files] or [
+        p for p in entry_files(root) if not isinstance(((read_entry(p).data or {}).get("environment") or {})
+                                                      .get("numeric"), dict)]
+    for f in files:
+        if not f.is_file():
+            raise StealBenchError(f"{f}: no such entry file")
+    _, problems = validate_dir(root, files)  # here: plugin registries load once, before the threads
+    if problems:
+        for line in problems:
+            print(line)
+        return 1
+    print(f"resubmit: {len(files)} entries ({args.jobs} job(s))", flush=True)
+    failed = 0
+    pool = ThreadPoolExecutor(max_workers=args.jobs)
+    try:
+        futures = {pool.submit(resubmit, f, root): f for f in files}
+        for future in as_completed(futures):
+            try:
+                print(f"ok    {show(futures[future])} -> {show(future.result())}", flush=True)
+            except StealBenchError as exc:
+                failed += 1
+                print(f"FAIL  {show(futures[future])}: {exc}", flush=True)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        stop_all()
+        raise
+    pool.shutdown()
+    print(f"resubmit: {len(files) - failed} replaced, {failed} failed; next: python -m leaderboard render, then "
+          f"commit both", file=sys.stderr if failed else sys.stdout)
+    return 1 if failed else 0
+
+
 def _terminate(signum, frame):  # SIGTERM unwinds like Ctrl-C, so temporary files are cleaned up
     raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
-    handlers = {"validate": cmd_validate, "render": cmd_render, "verify": cmd_verify, "submit": cmd_submit}
+    handlers = {"validate": cmd_validate, "render": cmd_render, "verify": cmd_verify, "submit": cmd_submit,
+                "resubmit": cmd_resubmit}
     return dispatch(build_parser(), handlers, argv, "interrupted; no entry was half-written")

@@ -222,3 +222,30 @@ def import_result(path: Path, entries_dir: Path) -> Path:
         raise StealBenchError(f"{show(path)} is not a valid entry: " + "; ".join(problems))
     config.update(_canonical(config))
     return write_entry(data, entries_dir)
+
+
+def resubmit(path: Path, entries_dir: Path) -> Path:
+    """Run an entry's configuration again under the leaderboard's numeric environment and replace
+    the entry with the new result (e.g. a legacy entry, recorded without a numeric environment).
+    The old file is removed only once the new run has succeeded; it is put back if the new entry
+    cannot be written."""
+    from benchmark.environment import STANDARD
+    from leaderboard.child import run_child
+    from leaderboard.store import read_entry
+
+    old = read_entry(path)
+    if old.data is None:
+        raise StealBenchError(f"{show(path)}: {old.error}")
+    problems = check_entry(old.data)
+    if problems:
+        raise StealBenchError(f"{show(path)} is not a valid entry: " + "; ".join(problems))
+    result = run_child(old.data["config"], STANDARD_THREADS, STANDARD)
+    data = prepare(result)
+    data["config"] = stated_options(data)
+    text = Path(path).read_bytes()
+    Path(path).unlink()
+    try:
+        return write_entry(data, entries_dir)
+    except BaseException:
+        Path(path).write_bytes(text)
+        raise

@@ -44,10 +44,10 @@ TOLERANCES: dict[str, tuple[str, float]] = {
     "scores.acc": ("abs", 0.2), "scores.victim_acc": ("abs", 0.01), "scores.clo": ("abs", 0.03),
     "scores.fidelity": ("abs", 0.2), "scores.clo_and_fidelity": ("abs", 0.03),
     "scores.exit_accuracy": ("abs", 0.01), "scores.exit_accuracy_baseline": ("abs", 0.01),
-    "scores.victim_exit_hist": ("abs", 0.03), "scores.stolen_exit_hist": ("abs", 0.1),
+    "scores.victim_exit_hist": ("abs", 0.03), "scores.stolen_exit_hist": ("abs", 0.15),
     "victim.thresholds": ("abs", 0.03), "defense.cost.accuracy_lost": ("abs", 0.01),
     "defense.cost.defended_acc": ("abs", 0.01),
-    "scores.cc_flops": ("rel", 0.03), "scores.victim_cc_flops": ("rel", 0.01), "scores.cc_ratio": ("rel", 0.03),
+    "scores.cc_flops": ("rel", 0.04), "scores.victim_cc_flops": ("rel", 0.025), "scores.cc_ratio": ("rel", 0.05),
     "scores.queries": ("exact", 0.0),
     "scores.energy_j_per_sample.victim": ("rel", 0.5), "scores.energy_j_per_sample.stolen": ("rel", 0.5),
     # both families: the defense's cost

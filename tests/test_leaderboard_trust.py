@@ -272,3 +272,16 @@ def test_parallel_verify_loads_plugins_once(capsys):
     p = sh("verify", "--jobs", "2", "--allow-unverified", *files)
     assert p.returncode == 0 and "unknown attack" not in p.stdout, p.stdout + p.stderr
     assert p.stdout.count("UNVERIFIED ") == 2 and "0 failed" in p.stdout
+
+
+def test_resubmit_replaces_a_legacy_entry(tmp_path, capsys):
+    src = sorted(COMMITTED.rglob("relu-mlp-synthetic/top1/cryptanalytic-*.json"))[0]
+    root = tmp_path / "entries"
+    old = root / src.relative_to(COMMITTED)
+    old.parent.mkdir(parents=True)
+    old.write_bytes(src.read_bytes())
+    assert lb("--entries", root, "resubmit") == 0
+    (new,) = entry_files(root)
+    data = json.loads(new.read_text())
+    assert not old.exists() and is_standard(data["environment"]["numeric"])
+    assert lb("--entries", root, "validate") == 0
