@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from attacks.base import Attack, AttackContext, StolenModel
+from benchmark.api.attack import Attack, AttackContext, StolenModel
 from benchmark.data import Split
 from benchmark.errors import ConfigError
 from benchmark.extraction.access import Access

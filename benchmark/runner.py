@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from attacks.base import AttackContext
 from benchmark import energy
+from benchmark.api.attack import AttackContext
 from benchmark.config import RunConfig
 from benchmark.data import QUERY_SETS, TASKS, DataRequest
 from benchmark.errors import ConfigError

@@ -11,15 +11,13 @@ from pathlib import Path
 
 import torch
 
+from benchmark.api.victim import MultiExitNet, VictimSpec
 from benchmark.data import TaskData
 from benchmark.errors import StealBenchError
 from benchmark.io import file_lock, save_torch, write_json
 from benchmark.options import plugin_options
 from benchmark.paths import cache_dir
 from benchmark.timing import LatencyProfile, calibrate
-from victims.base import MultiExitNet
-from victims.spec import VictimSpec
-from victims.training import choose_thresholds, exit_confidences, train_victim
 
 FORCE_RETRAIN = False  # set by ``run --retrain``
 
@@ -54,9 +52,7 @@ def load_or_train(spec: VictimSpec, task: TaskData, seed: int, device: str = "cp
             return ZooEntry(model.to(device).eval(), path, True, 0.0)
         model = model.to(device)
         start = time.perf_counter()
-        train_victim(model, spec, task.train, seed, device, progress)
-        conf, pred = exit_confidences(model, task.val, device)
-        model.set_thresholds(choose_thresholds(conf, pred == task.val.y[:, None]))
+        spec.train(model, task, seed, device, progress)
         seconds = time.perf_counter() - start
         save_torch(path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
         write_json(path.with_suffix(".json"), {"key": key, "victim": spec.name, "dataset": task.name,

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.base import AttackContext
 from attacks.cryptanalytic import Cryptanalytic, ExtractedMLP
+from benchmark.api.attack import AttackContext
+from benchmark.api.defense import Defense
 from benchmark.config import RunConfig
 from benchmark.errors import ConfigError
 from benchmark.exact import run_exact, score
@@ -31,7 +32,6 @@ from benchmark.extraction.solve import wrong_signs_from_solve
 from benchmark.options import build_plugin
 from benchmark.oracle import BlackBox, Oracle, Response
 from benchmark.plugins import ATTACKS, DEFENSES
-from defenses.base import Defense
 from victims.relu_mlp import MLPOracle, ReLUMLPSpec
 
 ROOT = Path(__file__).resolve().parent.parent
