@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from benchmark.api.attack import AttackContext
+from benchmark.api.defense import defense_name
 from benchmark.config import RunConfig
 from benchmark.errors import ConfigError
 from benchmark.extraction.align import align, labels, output_agreement, predict
@@ -42,7 +43,7 @@ from benchmark.result import Result, environment
 RANDOM_INPUTS = 10_000
 
 
-def run_exact(config: RunConfig, progress: bool = True) -> Result:
+def run_exact(config: RunConfig, progress: bool = True, defense=None) -> Result:
     """One exact-extraction run: build, defend, attack, score (see module docstring)."""
     spec = build_plugin(VICTIMS[config.victim], config.victim_options, "victim")
     if getattr(spec, "kind", None) != "relu-mlp":
@@ -58,7 +59,8 @@ def run_exact(config: RunConfig, progress: bool = True) -> Result:
         elif attack.sizes() != sizes:
             raise ConfigError(f"attack option layers={attack.layers} differs from the victim's "
                               f"{'-'.join(map(str, sizes))}")
-    defense = build_plugin(DEFENSES[config.defense], config.defense_options, "defense")
+    if defense is None:
+        defense = build_plugin(DEFENSES[config.defense], config.defense_options, "defense")
     budget = config.budget if config.budget is not None else attack.default_budget
     attack.check_budget(budget)
     if config.device != "cpu":
@@ -73,7 +75,7 @@ def run_exact(config: RunConfig, progress: bool = True) -> Result:
     seconds = time.perf_counter() - t0
 
     scores = score(victim, stolen, oracle.used, seconds, config.seed)
-    defense_info = {"name": config.defense, "acts_on": getattr(defense, "acts_on", "none"),
+    defense_info = {"name": defense_name(defense), "acts_on": getattr(defense, "acts_on", "none"),
                     "options": plugin_options(defense), "cost": wrapped.cost()}
     defense_info["cost"].update(defense_label_cost(defense, victim, config.seed))
     victim_info = {"name": config.victim, "options": plugin_options(spec), "layers": list(sizes),
