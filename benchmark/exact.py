@@ -34,7 +34,7 @@ import torch
 from attacks.base import AttackContext
 from benchmark.config import RunConfig
 from benchmark.errors import ConfigError
-from benchmark.extraction.align import align, labels, output_agreement, predict
+from benchmark.exact_scoring import align, labels, output_agreement, predict
 from benchmark.options import build_plugin, plugin_options
 from benchmark.plugins import ATTACKS, DEFENSES, VICTIMS
 from benchmark.result import Result, environment

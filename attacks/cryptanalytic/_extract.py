@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.extraction.access import Access, OutOfBudget, estimate_noise
-from benchmark.extraction.critical_points import Line, random_line, sweep_line
-from benchmark.extraction.network import PartialNetwork
-from benchmark.extraction.precision import refine_layer_row
-from benchmark.extraction.signatures import (
+from attacks.cryptanalytic._access import Access, OutOfBudget, estimate_noise
+from attacks.cryptanalytic._critical_points import Line, random_line, sweep_line
+from attacks.cryptanalytic._network import PartialNetwork
+from attacks.cryptanalytic._precision import refine_layer_row
+from attacks.cryptanalytic._signatures import (
     Jump,
     Neuron,
     Signature,
@@ -35,8 +35,8 @@ from benchmark.extraction.signatures import (
     refit_hyperplane,
     solve_signature,
 )
-from benchmark.extraction.signs import layer_values, point_on_neuron, recover_signs
-from benchmark.extraction.solve import (
+from attacks.cryptanalytic._signs import layer_values, point_on_neuron, recover_signs
+from attacks.cryptanalytic._solve import (
     OutputLayer,
     sample_inputs,
     self_check,

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmark.extraction.access import Access
-from benchmark.extraction.critical_points import intersect
-from benchmark.extraction.network import PartialNetwork
-from benchmark.extraction.signs import layer_values, point_on_neuron
+from attacks.cryptanalytic._access import Access
+from attacks.cryptanalytic._critical_points import intersect
+from attacks.cryptanalytic._network import PartialNetwork
+from attacks.cryptanalytic._signs import layer_values, point_on_neuron
 
 
 def locate_on_segment(access: Access, x: np.ndarray, u: np.ndarray, r: float) -> float | None:
