@@ -20,10 +20,11 @@ from attacks.base import AttackContext
 from attacks.cryptanalytic import Cryptanalytic, ExtractedMLP
 from attacks.cryptanalytic._access import Access, estimate_noise
 from attacks.cryptanalytic._critical_points import random_line, sweep_line
-from attacks.cryptanalytic._extract import Extraction, Settings
+from attacks.cryptanalytic._driver import run as run_extraction
 from attacks.cryptanalytic._network import PartialNetwork
 from attacks.cryptanalytic._signs import recover_signs
 from attacks.cryptanalytic._solve import wrong_signs_from_solve
+from attacks.cryptanalytic._state import ExtractionState, Settings, new_state
 from benchmark.config import RunConfig
 from benchmark.errors import ConfigError
 from benchmark.exact import run_exact, score
@@ -141,10 +142,11 @@ def test_extraction_state_holds_only_the_black_box():
     oracle = MLPOracle(victim.net, 10**7)
     bb = oracle.black_box()
     rng = np.random.default_rng(0)
-    ex = Extraction(Access(bb, rng), victim.sizes, Settings(), rng)
-    ex.run()
+    state = new_state(Access(bb, rng), victim.sizes, Settings(), rng)
+    run_extraction(state)
+    assert isinstance(state, ExtractionState) and state.output is not None
     true_arrays = [id(a) for a in victim.net.parameters_numpy()[0]]
-    seen, stack = set(), [ex]
+    seen, stack = set(), [state]
     while stack:  # everything reachable from the extraction, not looking inside the BlackBox
         obj = stack.pop()
         if id(obj) in seen or isinstance(obj, (type, BlackBox)) or obj is victim:

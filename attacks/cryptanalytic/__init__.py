@@ -27,7 +27,11 @@ function whose docstring cites the paper and equation:
 - ``_signs``: sign extraction by neuron wiggle (s samples, easy/hard neurons).
 - ``_precision``: Carlini et al.'s precision improvement of a recovered row.
 - ``_solve``: the last layer, solved linearly; the solve also checks the last hidden layer's signs.
-- ``_extract``: the layer-by-layer driver.
+- ``_state``: the run's whole mutable state (``ExtractionState``, made by ``new_state``), settings,
+  per-layer log, and the bookkeeping of the lines swept so far.
+- ``_select``: choosing a layer's neurons among the candidates (joins, duplicates, fakes).
+- ``_first_layer``, ``_hidden_layer``, ``_output_layer``: the steps of each kind of layer.
+- ``_driver``: ``run``, the layer-by-layer extraction, timed and counted per step.
 
 Notation: ``z_l = A_l h_{l-1} + b_l`` (pre-activation), ``h_l = relu(z_l)``, ``h_0 = x``; the
 attacker recovers each hidden neuron's row ``(A_l[k], b_l[k])`` up to a positive scalar.
@@ -43,7 +47,8 @@ import numpy as np
 
 from attacks.base import Attack, AttackContext, StolenModel
 from attacks.cryptanalytic._access import Access
-from attacks.cryptanalytic._extract import Extraction, Settings
+from attacks.cryptanalytic._driver import run as run_extraction
+from attacks.cryptanalytic._state import Settings, new_state
 from benchmark.data import Split
 from benchmark.errors import ConfigError
 from benchmark.oracle import BlackBox
@@ -70,7 +75,7 @@ class ExtractedMLP(StolenModel):
 
 
 def reserve_for(sizes: tuple[int, ...]) -> int:
-    """Queries kept back for the last layer's solve and the self-check (see ``Extraction``)."""
+    """Queries kept back for the last layer's solve and the self-check (``_output_layer``, ``_driver``)."""
     n_last, n_prev = sizes[-2], sizes[-3]
     return 2 * (n_last + n_prev + 1) + 16 + 2 * n_last + 64
 
@@ -145,7 +150,7 @@ class Cryptanalytic(Attack):
                               f"(inputs {tuple(oracle.input_shape)}, outputs {oracle.num_classes})")
         rng = np.random.default_rng(ctx.seed)
         access = Access(oracle, rng, reserve=reserve_for(sizes))
-        result = Extraction(access, sizes, self.settings(ctx.progress), rng).run()
+        result = run_extraction(new_state(access, sizes, self.settings(ctx.progress), rng))
         details: dict[str, Any] = {
             "complete": result.complete,
             "not_recovered": result.unrecovered,
