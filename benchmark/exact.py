@@ -35,7 +35,7 @@ from benchmark.api.attack import AttackContext
 from benchmark.api.defense import defense_name
 from benchmark.config import RunConfig
 from benchmark.errors import ConfigError
-from benchmark.extraction.align import align, labels, output_agreement, predict
+from benchmark.exact_scoring import align, labels, output_agreement, predict
 from benchmark.options import build_plugin, plugin_options
 from benchmark.plugins import ATTACKS, DEFENSES, VICTIMS
 from benchmark.result import Result, environment
