@@ -40,16 +40,12 @@ def test_a_registered_defense_scores_as_the_cli_does():
 
 
 def test_an_unregistered_defense_instance_is_evaluated_as_it_is():
-    runs = evaluate(Shuffle(), attacks=["knockoff"], seeds=[0, 1], **FAST)
-    assert set(runs["defense"]) == {"Shuffle"} and len(runs) == 2
+    runs = evaluate(Shuffle(), attacks=["knockoff"], seeds=[0], **FAST)
+    assert list(runs["defense"]) == ["Shuffle"]
     # rolling the classes costs the owner nearly all of its accuracy: the instance really served
-    assert (runs["accuracy_lost"] > 0.5).all()
+    assert runs["accuracy_lost"].iloc[0] > 0.5
     table = summarize(runs)
-    row = table[table["attack"] == "knockoff"].iloc[0]
-    assert row["seeds"] == 2
-    assert row["acc"] == pytest.approx(runs["acc"].mean())
-    assert np.isfinite(row["acc_ci"]) and row["acc_ci"] >= 0
-    assert table.iloc[-1]["attack"] == "worst case (knockoff)"
+    assert table.iloc[0]["seeds"] == 1 and np.isnan(table.iloc[0]["acc_ci"])
 
 
 def test_summary_interval_is_student_t():
@@ -75,3 +71,19 @@ def test_bad_arguments_fail_before_any_run(kwargs, match, monkeypatch):
     monkeypatch.setattr(benchmark.runner, "run", lambda *a, **k: pytest.fail("ran"))
     with pytest.raises((ConfigError, StealBenchError), match=match):
         evaluate(**kwargs)
+
+
+def test_the_documented_example_runs(capsys):
+    """docs/python-api.md's example, run as written."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "python-api.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    namespace: dict = {"__name__": "docs_example"}
+    exec(compile(code, "docs/python-api.md", "exec", dont_inherit=True), namespace)
+    out = capsys.readouterr().out
+    assert "worst case (knockoff)" in out
+    runs = namespace["runs"]
+    assert list(runs["defense"]) == ["Sharpen", "Sharpen"]
+    assert (runs["accuracy_lost"].abs() < 1e-9).all()  # sharpening keeps every top-1 label
