@@ -37,7 +37,7 @@ budget 10,000 = 10 rounds of 1,000; test accuracy, an untrained substitute score
   choice decides the result (``gaussian``, N(0, 1) after the models' input normalisation: 0.258;
   Bernoulli: 0.689), so ESA starts from the same noise the Noise baseline uses.
 
-Training differs from the paper's in the optimiser: like every baseline (``attacks/baseline.py``)
+Training differs from the paper's in the optimiser: like every baseline (``attacks/_baseline.py``)
 the substitute is trained on all exits with the suite's performance loss and Adam (lr 2e-3, batch
 128), here with a fresh step schedule in each E-step. A ``val_fraction`` of each round's queries
 is held out of training for the global-threshold SDN output strategy documented there.
@@ -52,8 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attacks.base import AttackContext, StolenModel
-from attacks.baseline import (
+from attacks._baseline import (
     NOISE_KINDS,
     BaselineAttack,
     as_split,
@@ -64,11 +63,12 @@ from attacks.baseline import (
     query_all,
     train_substitute,
 )
+from benchmark.api.attack import AttackContext, StolenModel
+from benchmark.api.victim import MultiExitNet
 from benchmark.data import Split
 from benchmark.errors import ConfigError
 from benchmark.oracle import BlackBox
 from benchmark.plugins import ATTACKS
-from victims.base import MultiExitNet
 
 SYN_BATCH = 500
 

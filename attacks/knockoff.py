@@ -31,7 +31,7 @@ a knockoff on the victim's soft outputs. Two sampling strategies for the transfe
 Not fixed by anything we could check in the paper, so options with stated defaults: ``window``
 (Delta, 100 answers) and ``bandit_lr`` (0.1, the usual gradient-bandit step size). The paper trains
 pretrained ImageNet networks with SGD; here the substitute is trained like every other attack's
-(``attacks/baseline.py``: performance loss on all exits, Adam, same epochs), and gets the
+(``attacks/_baseline.py``: performance loss on all exits, Adam, same epochs), and gets the
 global-threshold SDN output strategy, which is documented there.
 """
 
@@ -43,15 +43,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attacks.base import AttackContext, StolenModel
-from attacks.baseline import (
+from attacks._baseline import (
     BaselineAttack,
     build_substitute,
     finish,
     holdout,
     train_substitute,
 )
-from attacks.common import kl_to_targets, query_split
+from attacks._common import kl_to_targets, query_split
+from benchmark.api.attack import AttackContext, StolenModel
 from benchmark.data import Split
 from benchmark.errors import ConfigError
 from benchmark.oracle import BlackBox

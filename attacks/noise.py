@@ -9,7 +9,7 @@ channel is 1 with probability ``p`` = 0.5, else 0); ``uniform`` (U[0, 1]) and ``
 (N(``mean``, ``std``^2) clipped to [0, 1]; the defaults are N(0, 1) after the models' input
 normalisation) are options. The query set passed to the attack is ignored.
 
-The substitute is trained like every baseline's (``attacks/baseline.py``: performance loss on all
+The substitute is trained like every baseline's (``attacks/_baseline.py``: performance loss on all
 exits, Adam, same epochs as ``ours``) and gets the global-threshold SDN output strategy, calibrated
 on held-out noise queries, which is all the data this attacker has.
 """
@@ -20,8 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from attacks.base import AttackContext, StolenModel
-from attacks.baseline import (
+from attacks._baseline import (
     NOISE_KINDS,
     BaselineAttack,
     as_split,
@@ -32,6 +31,7 @@ from attacks.baseline import (
     query_all,
     train_substitute,
 )
+from benchmark.api.attack import AttackContext, StolenModel
 from benchmark.data import Split
 from benchmark.errors import ConfigError
 from benchmark.oracle import BlackBox

@@ -14,7 +14,7 @@
    strategy loss is weighted 3 by default (``strategy_weight``; measured on the default, seed 0:
    weight 1 gave clo 0.762 / cc_ratio 1.154, weight 3 gave 0.766 / 1.093).
 3. Output-strategy search: thresholds maximising exit agreement on the queries (Eq. 4;
-   ``attacks/strategy.py``).
+   ``attacks/_strategy.py``).
 """
 
 from __future__ import annotations
@@ -27,15 +27,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attacks.base import Attack, AttackContext, StolenModel
-from attacks.common import kl_to_targets, query_split
+from attacks._common import kl_to_targets, query_split
+from attacks._strategy import search_thresholds
 from attacks.exits import estimate_exits
-from attacks.strategy import search_thresholds
+from benchmark.api.attack import Attack, AttackContext, StolenModel
 from benchmark.data import Split
 from benchmark.errors import ConfigError
 from benchmark.oracle import BlackBox
 from benchmark.plugins import ATTACKS
-from victims.training import exit_confidences, fit
+from benchmark.training import exit_confidences, fit
 
 
 def strategy_loss(outs: list[Tensor], exits: Tensor, alpha: float, beta: float) -> Tensor:

@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from attacks.base import AttackContext
+from benchmark.api.attack import AttackContext
+from benchmark.api.defense import defense_name
 from benchmark.config import RunConfig
 from benchmark.errors import ConfigError
-from benchmark.extraction.align import align, labels, output_agreement, predict
+from benchmark.exact_scoring import align, labels, output_agreement, predict
 from benchmark.options import build_plugin, plugin_options
 from benchmark.plugins import ATTACKS, DEFENSES, VICTIMS
 from benchmark.result import Result, environment
@@ -42,10 +43,8 @@ from benchmark.result import Result, environment
 RANDOM_INPUTS = 10_000
 
 
-def run_exact(config: RunConfig, progress: bool = True) -> Result:
+def run_exact(config: RunConfig, progress: bool = True, defense=None) -> Result:
     """One exact-extraction run: build, defend, attack, score (see module docstring)."""
-    from victims.relu_mlp import MLPOracle
-
     spec = build_plugin(VICTIMS[config.victim], config.victim_options, "victim")
     if getattr(spec, "kind", None) != "relu-mlp":
         raise ConfigError(f"victim {config.victim!r} is not a relu-mlp victim")
@@ -60,14 +59,15 @@ def run_exact(config: RunConfig, progress: bool = True) -> Result:
         elif attack.sizes() != sizes:
             raise ConfigError(f"attack option layers={attack.layers} differs from the victim's "
                               f"{'-'.join(map(str, sizes))}")
-    defense = build_plugin(DEFENSES[config.defense], config.defense_options, "defense")
+    if defense is None:
+        defense = build_plugin(DEFENSES[config.defense], config.defense_options, "defense")
     budget = config.budget if config.budget is not None else attack.default_budget
     attack.check_budget(budget)
     if config.device != "cpu":
         pass  # the extraction is float64 numpy on the CPU whatever the device
 
     victim = spec.build(config.seed, config.dataset, config.data_root, config.download, config.data_seed, progress)
-    oracle = MLPOracle(victim.net, budget)
+    oracle = victim.oracle(budget)
     wrapped = defense.wrap(oracle, seed=config.seed)
     ctx = AttackContext(seed=config.seed, device="cpu", progress=progress)
     t0 = time.perf_counter()
@@ -75,7 +75,7 @@ def run_exact(config: RunConfig, progress: bool = True) -> Result:
     seconds = time.perf_counter() - t0
 
     scores = score(victim, stolen, oracle.used, seconds, config.seed)
-    defense_info = {"name": config.defense, "acts_on": getattr(defense, "acts_on", "none"),
+    defense_info = {"name": defense_name(defense), "acts_on": getattr(defense, "acts_on", "none"),
                     "options": plugin_options(defense), "cost": wrapped.cost()}
     defense_info["cost"].update(defense_label_cost(defense, victim, config.seed))
     victim_info = {"name": config.victim, "options": plugin_options(spec), "layers": list(sizes),
@@ -134,12 +134,10 @@ def score(victim, stolen, queries: int, seconds: float, seed: int) -> dict[str, 
 def defense_label_cost(defense, victim, seed: int, n: int = 2_000) -> dict[str, Any]:
     """What an output defense costs the owner: share of inputs whose label changes when served
     through the defense (the task's test inputs if any, else random inputs)."""
-    from victims.relu_mlp import MLPOracle
-
     if victim.test_x is not None:
         x = victim.test_x[:n]
     else:
         x = torch.from_numpy(np.random.default_rng(seed + 7).normal(size=(n, victim.sizes[0])))
-    plain = MLPOracle(victim.net, len(x)).query(x).probs.numpy()
-    served = defense.wrap(MLPOracle(victim.net, len(x)), seed=seed + 1).query(x).probs.numpy()
+    plain = victim.oracle(len(x)).query(x).probs.numpy()
+    served = defense.wrap(victim.oracle(len(x)), seed=seed + 1).query(x).probs.numpy()
     return {"labels_changed": float((labels(plain) != labels(served)).mean())}

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from benchmark.api.victim import MultiExitNet
 from benchmark.data import Split
-from victims.base import MultiExitNet
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import torch
 
-from attacks.base import AttackContext
 from benchmark import energy
+from benchmark.api.attack import AttackContext
+from benchmark.api.defense import Defense, defense_name
 from benchmark.config import RunConfig
 from benchmark.data import QUERY_SETS, TASKS, DataRequest
 from benchmark.errors import ConfigError
@@ -31,16 +32,19 @@ def check_device(device: str) -> None:
         raise ConfigError(f"--device {device}: no CUDA device is available on this machine")
 
 
-def run(cfg: RunConfig, progress: bool = True, inspect: Callable[[dict], None] | None = None) -> Result:
+def run(cfg: RunConfig, progress: bool = True, inspect: Callable[[dict], None] | None = None,
+        defense: Defense | None = None) -> Result:
     """Run one configuration. ``inspect`` (analysis scripts; multi-exit runs) is called once the attack is
-    done with ``victim``, ``stolen`` (the attack's StolenModel), ``task`` and ``query``."""
+    done with ``victim``, ``stolen`` (the attack's StolenModel), ``task`` and ``query``. ``defense``, if
+    given, is used instead of ``cfg.defense`` (an instance, e.g. an unregistered plugin being written)."""
     spec = build_plugin(VICTIMS[cfg.victim], cfg.victim_options, "victim")
     if getattr(spec, "kind", "multi-exit") == "relu-mlp":
         from benchmark.exact import run_exact
 
-        return run_exact(cfg, progress)
+        return run_exact(cfg, progress, defense)
     attack = build_plugin(ATTACKS[cfg.attack], cfg.attack_options, "attack")
-    defense = build_plugin(DEFENSES[cfg.defense], cfg.defense_options, "defense")
+    if defense is None:
+        defense = build_plugin(DEFENSES[cfg.defense], cfg.defense_options, "defense")
     if cfg.substitute_arch in (None, cfg.victim):
         substitute = spec
     else:
@@ -89,7 +93,7 @@ def run(cfg: RunConfig, progress: bool = True, inspect: Callable[[dict], None] |
                 "num_exits": victim.num_exits, "exit_flops": victim.exit_flops(),
                 "thresholds": victim.thresholds.tolist(), "latency_profile": profile.to_json(),
                 "cached": entry.cached, "train_seconds": entry.train_seconds},
-        defense={"name": cfg.defense, "acts_on": defense.acts_on, "options": plugin_options(defense),
+        defense={"name": defense_name(defense), "acts_on": defense.acts_on, "options": plugin_options(defense),
                  "cost": defense_cost(defense, VictimOracle(victim, make_timing(cfg.timing, profile, cfg.seed + 1),
                                                             len(task.test)),
                                       task.test, cfg.seed, defended.cost(), scores["victim_acc"])},

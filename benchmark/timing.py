@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from victims.base import MultiExitNet
+from benchmark.api.victim import MultiExitNet
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,12 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmark.api.victim import MultiExitNet
 from benchmark.data import TASKS, DataRequest
 from benchmark.datasets.vision import DATASET_SHAPES
 from benchmark.options import build_plugin, plugin_options
 from benchmark.paths import data_dir
 from benchmark.plugins import VICTIMS
-from victims.base import MultiExitNet
 
 
 def dataset_shape(dataset: str) -> tuple[tuple[int, ...], int]:

@@ -14,15 +14,13 @@ from pathlib import Path
 
 import torch
 
+from benchmark.api.victim import MultiExitNet, VictimSpec
 from benchmark.data import TaskData
 from benchmark.errors import StealBenchError
 from benchmark.io import file_lock, save_torch, write_json
 from benchmark.options import plugin_options
 from benchmark.paths import cache_dir
 from benchmark.timing import LatencyProfile, calibrate
-from victims.base import MultiExitNet
-from victims.spec import VictimSpec
-from victims.training import choose_thresholds, exit_confidences, train_victim
 
 FORCE_RETRAIN = False  # set by ``run --retrain``
 
@@ -63,9 +61,7 @@ def load_or_train(spec: VictimSpec, task: TaskData, seed: int, device: str = "cp
             model = spec.build(task.num_classes, task.input_shape)
         model = model.to(device)
         start = time.perf_counter()
-        train_victim(model, spec, task.train, seed, device, progress)
-        conf, pred = exit_confidences(model, task.val, device)
-        model.set_thresholds(choose_thresholds(conf, pred == task.val.y[:, None]))
+        spec.train(model, task, seed, device, progress)
         seconds = time.perf_counter() - start
         bad = non_finite_tensors(model)
         if bad:

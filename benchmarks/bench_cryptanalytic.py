@@ -36,8 +36,8 @@ DEFAULT_SIZES = [*TABLE1[:1], "10-15-15-1", *TABLE1[1:]]
 
 
 def run_one(layers: str, weight_seed: int, extraction_seed: int, decimals: int | None, time_limit: float) -> dict:
-    from attacks.base import AttackContext
     from attacks.cryptanalytic import Cryptanalytic
+    from benchmark.api.attack import AttackContext
     from benchmark.exact import score
     from victims.relu_mlp import MLPOracle, ReLUMLPSpec
 

@@ -1,4 +1,4 @@
-"""Run one attack and show where its stolen output strategy loses closeness (``benchmark.diagnose``).
+"""Run one attack and show where its stolen output strategy loses closeness .
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/strategy_gap.py                 # ours on the default
     .venv/bin/python benchmarks/strategy_gap.py --attack knockoff --attack-opt sampling=adaptive
@@ -15,11 +15,58 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from attacks._strategy import exits_under, search_thresholds  # noqa: E402
+
+
+@dataclass(frozen=True)
+class StrategyGap:
+    rows: tuple[dict, ...]  # one per victim exit
+    clo: float
+    cc_ratio: float
+    clo_best: float
+    cc_ratio_best: float
+    thresholds: tuple[float, ...]
+    thresholds_best: tuple[float, ...]
+
+
+def strategy_gap(victim_conf: np.ndarray, victim_exits: np.ndarray, stolen_conf: np.ndarray,
+                 thresholds: np.ndarray, stolen_flops: np.ndarray, victim_flops: np.ndarray,
+                 query_exits: np.ndarray) -> StrategyGap:
+    """All arrays on the test set (N, K) / (N,) except ``query_exits`` (the victim's exits on the
+    attack's queries). Needs as many stolen exits as victim exits (K' == K)."""
+    victim_exits, query_exits = np.asarray(victim_exits), np.asarray(query_exits)
+    k = victim_conf.shape[1]
+    if stolen_conf.shape[1] != k:
+        raise ValueError(f"the substitute has {stolen_conf.shape[1]} exits, the victim {k}: "
+                         "the per-exit comparison needs the same number")
+    victim_cost = float(np.asarray(victim_flops, dtype=np.float64)[victim_exits].mean())
+    flops = np.asarray(stolen_flops, dtype=np.float64)
+    own = exits_under(stolen_conf, np.asarray(thresholds, dtype=np.float64))
+    best_t, _ = search_thresholds(stolen_conf, victim_exits)
+    best = exits_under(stolen_conf, best_t)
+    rows = []
+    for e in range(k):
+        at = victim_exits == e
+        rows.append({
+            "victim exit": str(e + 1),
+            "share of queries": float((query_exits == e).mean()) if len(query_exits) else float("nan"),
+            "share of test": float(at.mean()),
+            "stolen share of test": float((own == e).mean()),
+            "victim conf at exit": float(victim_conf[at, e].mean()) if at.any() else float("nan"),
+            "stolen conf at exit": float(stolen_conf[at, e].mean()) if at.any() else float("nan"),
+        })
+    return StrategyGap(tuple(rows), float((own == victim_exits).mean()), float(flops[own].mean() / victim_cost),
+                       float((best == victim_exits).mean()), float(flops[best].mean() / victim_cost),
+                       tuple(float(t) for t in thresholds), tuple(float(t) for t in best_t))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,16 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
 
-    import numpy as np
     import pandas as pd
 
     from benchmark.config import RunConfig
-    from benchmark.diagnose import strategy_gap
     from benchmark.errors import StealBenchError
     from benchmark.metrics import run_early_exit
     from benchmark.options import parse_kv
     from benchmark.runner import run
-    from victims.training import exit_confidences
+    from benchmark.training import exit_confidences
 
     seen: dict = {}
     try:

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from benchmark.api.defense import Defense
 from benchmark.errors import ConfigError
 from benchmark.oracle import Oracle, Response
 from benchmark.plugins import DEFENSES
-from defenses.base import Defense
 
 
 def exit_span(oracle: Oracle) -> float:

@@ -2,8 +2,8 @@
 
 from dataclasses import dataclass
 
+from benchmark.api.defense import Defense
 from benchmark.plugins import DEFENSES
-from defenses.base import Defense
 
 
 @DEFENSES.register("none")

@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from benchmark.api.defense import Defense
 from benchmark.errors import ConfigError
 from benchmark.oracle import Oracle, Response
 from benchmark.plugins import DEFENSES
-from defenses.base import Defense
 
 
 @DEFENSES.register("padding")

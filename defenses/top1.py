@@ -8,9 +8,9 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
+from benchmark.api.defense import Defense
 from benchmark.oracle import Response
 from benchmark.plugins import DEFENSES
-from defenses.base import Defense
 
 
 @DEFENSES.register("top1")

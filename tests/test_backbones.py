@@ -8,14 +8,16 @@ import time
 import pytest
 import torch
 
+from benchmark.api.victim import ExitHead
 from benchmark.data import Split
 from benchmark.datasets.synthetic import make_task_split
 from benchmark.errors import ConfigError
 from benchmark.options import build_plugin
 from benchmark.plugins import VICTIMS
-from victims.base import ExitHead
-from victims.sdn_vgg16 import SDN_FRACTIONS, FlatHead, GlobalPoolHead, VGGClassifier
-from victims.training import choose_thresholds, exit_confidences, train_victim
+from benchmark.training import exit_confidences
+from victims._sdn import SDN_FRACTIONS, FlatHead, GlobalPoolHead
+from victims._training import choose_thresholds, train_victim
+from victims.sdn_vgg16 import VGGClassifier
 
 SHAPE = (3, 32, 32)
 NAMES = ("sdn-vgg16", "sdn-resnet56", "sdn-mobilenet")
@@ -204,7 +206,7 @@ def test_augmentation_is_crop_and_flip():
 
 def test_train_victim_uses_the_recipe(monkeypatch):
     """train_victim passes the spec's milestones to the step schedule and augments each batch."""
-    import victims.training as training
+    import victims._training as training
 
     seen = {}
 

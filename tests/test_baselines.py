@@ -10,10 +10,11 @@ import pytest
 import torch
 from helpers import PROFILE, tiny_oracle
 
-from attacks.base import AttackContext
-from attacks.baseline import GRID, exits_at, global_threshold, holdout, noise_images
+from attacks._baseline import GRID, exits_at, global_threshold, holdout, noise_images
 from attacks.esa import opt_syn
 from attacks.knockoff import RunningScale, certainty_reward, diversity_reward
+from benchmark.api.attack import AttackContext
+from benchmark.api.victim import NEVER
 from benchmark.cli import main
 from benchmark.data import QUERY_SETS, TASKS, DataRequest, Split
 from benchmark.errors import BudgetExceeded, ConfigError
@@ -23,7 +24,6 @@ from benchmark.oracle import VictimOracle
 from benchmark.plugins import ATTACKS, VICTIMS
 from benchmark.timing import SimulatedTiming
 from benchmark.zoo import load_or_train
-from victims.base import NEVER
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = {"epochs": 1, "batch_size": 64}
@@ -310,7 +310,7 @@ def test_opt_syn_moves_inputs_towards_targets():
 def test_esa_refit_returns_a_fresh_fit_on_every_answer(query_set):
     """refit=true: the returned substitute is exactly a fresh substitute trained on all rounds'
     answers (the warm-started E-step model only chose the synthetic inputs)."""
-    from attacks.baseline import build_substitute, train_substitute
+    from attacks._baseline import build_substitute, train_substitute
     from benchmark.data import to_uint8
 
     seen_x, seen_p = [], []

@@ -16,22 +16,23 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.base import AttackContext
 from attacks.cryptanalytic import Cryptanalytic, ExtractedMLP
+from attacks.cryptanalytic._access import Access, estimate_noise
+from attacks.cryptanalytic._critical_points import random_line, sweep_line
+from attacks.cryptanalytic._driver import run as run_extraction
+from attacks.cryptanalytic._network import PartialNetwork
+from attacks.cryptanalytic._signs import recover_signs
+from attacks.cryptanalytic._solve import wrong_signs_from_solve
+from attacks.cryptanalytic._state import ExtractionState, Settings, new_state
+from benchmark.api.attack import AttackContext
+from benchmark.api.defense import Defense
 from benchmark.config import RunConfig
 from benchmark.errors import ConfigError
 from benchmark.exact import run_exact, score
-from benchmark.extraction.access import Access, estimate_noise
-from benchmark.extraction.align import align
-from benchmark.extraction.critical_points import random_line, sweep_line
-from benchmark.extraction.extract import Extraction, Settings
-from benchmark.extraction.network import PartialNetwork
-from benchmark.extraction.signs import recover_signs
-from benchmark.extraction.solve import wrong_signs_from_solve
+from benchmark.exact_scoring import align
 from benchmark.options import build_plugin
 from benchmark.oracle import BlackBox, Oracle, Response
 from benchmark.plugins import ATTACKS, DEFENSES
-from defenses.base import Defense
 from victims.relu_mlp import MLPOracle, ReLUMLPSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +87,7 @@ class CountingOracle(Oracle):
 
 
 def test_every_query_is_counted_by_the_oracle_including_linearity_checks(monkeypatch):
-    import benchmark.extraction.signs as signs
+    import attacks.cryptanalytic._signs as signs
 
     victim = ReLUMLPSpec(layers="10-5-5-1").build(2)
     oracle = CountingOracle(MLPOracle(victim.net, 10**7))
@@ -115,8 +116,12 @@ def test_every_query_is_counted_by_the_oracle_including_linearity_checks(monkeyp
 
 # ---- the attack never holds the victim ---------------------------------------------------------
 
-ATTACK_SIDE = ["attacks/cryptanalytic.py"] + [f"benchmark/extraction/{m}.py" for m in (
-    "access", "critical_points", "signatures", "signs", "precision", "solve", "extract", "network")]
+ATTACK_SIDE = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "attacks" / "cryptanalytic").glob("*.py"))
+PLUGIN = "attacks/cryptanalytic/__init__.py"
+
+
+def test_attack_side_is_the_whole_package():
+    assert PLUGIN in ATTACK_SIDE and len(ATTACK_SIDE) > 8
 
 
 @pytest.mark.parametrize("path", ATTACK_SIDE)
@@ -128,8 +133,8 @@ def test_attack_side_code_never_reaches_behind_the_black_box(path):
                  "ReLUMLP", "_query", "linears"}
     assert not names & forbidden
     imports = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-    assert not any(m and (m.startswith("victims.relu_mlp") and path != "attacks/cryptanalytic.py") for m in imports)
-    assert "benchmark.extraction.align" not in imports  # scoring is server side
+    assert not any(m and (m.startswith("victims.relu_mlp") and path != PLUGIN) for m in imports)
+    assert "benchmark.exact_scoring" not in imports and "benchmark.exact" not in imports  # scoring is server side
 
 
 def test_extraction_state_holds_only_the_black_box():
@@ -137,10 +142,11 @@ def test_extraction_state_holds_only_the_black_box():
     oracle = MLPOracle(victim.net, 10**7)
     bb = oracle.black_box()
     rng = np.random.default_rng(0)
-    ex = Extraction(Access(bb, rng), victim.sizes, Settings(), rng)
-    ex.run()
+    state = new_state(Access(bb, rng), victim.sizes, Settings(), rng)
+    run_extraction(state)
+    assert isinstance(state, ExtractionState) and state.output is not None
     true_arrays = [id(a) for a in victim.net.parameters_numpy()[0]]
-    seen, stack = set(), [ex]
+    seen, stack = set(), [state]
     while stack:  # everything reachable from the extraction, not looking inside the BlackBox
         obj = stack.pop()
         if id(obj) in seen or isinstance(obj, (type, BlackBox)) or obj is victim:

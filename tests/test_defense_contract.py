@@ -13,10 +13,10 @@ import pytest
 import torch
 from helpers import tiny_oracle
 
+from benchmark.api.defense import Defense
 from benchmark.errors import BudgetExceeded
 from benchmark.oracle import BlackBox, Oracle, Response
 from benchmark.plugins import DEFENSES
-from defenses.base import Defense
 
 NAMES = DEFENSES.names()
 X = torch.rand(48, 3, 32, 32, generator=torch.Generator().manual_seed(0))

@@ -1,15 +1,28 @@
-"""The strategy-gap diagnosis (benchmark/diagnose.py) and its script (benchmarks/strategy_gap.py)."""
+"""The strategy-gap diagnosis and its script (benchmarks/strategy_gap.py)."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from attacks.strategy import exits_under
-from benchmark.diagnose import strategy_gap
+from attacks._strategy import exits_under
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script():
+    if "strategy_gap" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("strategy_gap", ROOT / "benchmarks" / "strategy_gap.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["strategy_gap"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["strategy_gap"]
+
+
+def strategy_gap(*args, **kwargs):
+    return load_script().strategy_gap(*args, **kwargs)
 
 
 def test_gap_separates_threshold_loss_from_substitute_loss():
@@ -39,11 +52,6 @@ def test_gap_needs_matching_exits():
                      np.ones(2), np.ones(3), np.zeros(4, int))
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("strategy_gap", ROOT / "benchmarks" / "strategy_gap.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_script_runs_one_attack_and_reports(capsys):

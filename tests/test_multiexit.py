@@ -1,9 +1,8 @@
 import torch
 
+from benchmark.api.victim import NEVER, place_exits
 from benchmark.plugins import VICTIMS
-from victims.base import NEVER
-from victims.spec import place_exits
-from victims.training import choose_thresholds
+from victims._training import choose_thresholds
 
 
 def _net(exits=4, seed=0):

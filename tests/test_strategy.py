@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attacks.strategy import NEVER, agreement, best_threshold, exits_under, search_thresholds
+from attacks._strategy import NEVER, agreement, best_threshold, exits_under, search_thresholds
 
 
 def brute_force(conf, target):

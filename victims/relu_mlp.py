@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.errors import ConfigError, StealBenchError
+from benchmark.oracle import Oracle, Response
 from benchmark.plugins import VICTIMS
 
 MAX_WIDTH = 100_000
@@ -115,52 +116,32 @@ class ReLUMLP(nn.Module):
             lin.bias.copy_(torch.as_tensor(np.asarray(b), dtype=torch.float64))
 
 
-_ORACLE_CLASS = None
+class MLPOracle(Oracle):
+    """Serves a ReLUMLP: ``Response.probs`` holds the raw float64 outputs (B, out), latency zeros.
 
+    The forward pass runs on a float64 numpy copy of the weights taken at construction: the
+    attack sends many tiny batches, for which numpy is ~100x faster than torch's multi-threaded
+    kernels on a shared CPU (the function served is the same network, evaluated in float64)."""
 
-def _oracle_class():
-    """``MLPOracle`` is built on first use: ``benchmark.oracle`` imports ``victims`` (through
-    ``benchmark.timing``), so importing it while ``victims`` registers its plugins would be circular."""
-    global _ORACLE_CLASS
-    if _ORACLE_CLASS is None:
-        from benchmark.oracle import Oracle, Response
+    def __init__(self, net: ReLUMLP, budget: int, batch_size: int = 65_536) -> None:
+        super().__init__(budget, net.output_dim, (net.input_dim,))
+        self._weights, self._biases = net.eval().parameters_numpy()
+        self._batch = batch_size
 
-        class MLPOracle(Oracle):
-            """Serves a ReLUMLP: ``Response.probs`` holds the raw float64 outputs (B, out), latency zeros.
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        h = x
+        last = len(self._weights) - 1
+        for i, (w, b) in enumerate(zip(self._weights, self._biases)):
+            h = h @ w.T + b
+            if i < last:
+                np.maximum(h, 0.0, out=h)
+        return h
 
-            The forward pass runs on a float64 numpy copy of the weights taken at construction: the
-            attack sends many tiny batches, for which numpy is ~100x faster than torch's multi-threaded
-            kernels on a shared CPU (the function served is the same network, evaluated in float64)."""
-
-            def __init__(self, net: ReLUMLP, budget: int, batch_size: int = 65_536) -> None:
-                super().__init__(budget, net.output_dim, (net.input_dim,))
-                self._weights, self._biases = net.eval().parameters_numpy()
-                self._batch = batch_size
-
-            def _forward(self, x: np.ndarray) -> np.ndarray:
-                h = x
-                last = len(self._weights) - 1
-                for i, (w, b) in enumerate(zip(self._weights, self._biases)):
-                    h = h @ w.T + b
-                    if i < last:
-                        np.maximum(h, 0.0, out=h)
-                return h
-
-            def _answer(self, x: Tensor) -> Response:
-                xs = x.detach().cpu().reshape(len(x), -1).numpy().astype(np.float64, copy=False)
-                outs = [self._forward(xs[s:s + self._batch]) for s in range(0, len(xs), self._batch)]
-                out = np.concatenate(outs) if outs else np.zeros((0, len(self._biases[-1])))
-                return Response(torch.from_numpy(out), torch.zeros(len(x), dtype=torch.float64))
-
-        _ORACLE_CLASS = MLPOracle
-    return _ORACLE_CLASS
-
-
-def __getattr__(name: str):
-    if name == "MLPOracle":
-        return _oracle_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+    def _answer(self, x: Tensor) -> Response:
+        xs = x.detach().cpu().reshape(len(x), -1).numpy().astype(np.float64, copy=False)
+        outs = [self._forward(xs[s:s + self._batch]) for s in range(0, len(xs), self._batch)]
+        out = np.concatenate(outs) if outs else np.zeros((0, len(self._biases[-1])))
+        return Response(torch.from_numpy(out), torch.zeros(len(x), dtype=torch.float64))
 
 
 @dataclass(frozen=True)
@@ -172,6 +153,10 @@ class MLPVictim:
     test_x: Tensor | None = None  # (N, n0) float64 real inputs, flattened
     test_y: Tensor | None = None
     dataset: str | None = None
+
+    def oracle(self, budget: int) -> MLPOracle:
+        """The server for this victim: raw float64 outputs, every query counted against ``budget``."""
+        return MLPOracle(self.net, budget)
     train_seconds: float = 0.0
     cached: bool = False
     test_accuracy: float | None = None

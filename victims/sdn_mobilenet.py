@@ -15,9 +15,9 @@ from typing import ClassVar
 
 from torch import nn
 
+from benchmark.api.victim import Normalize
 from benchmark.plugins import VICTIMS
-from victims.sdn_vgg16 import SDNRecipe
-from victims.spec import Normalize
+from victims._sdn import SDNRecipe
 
 STEM_WIDTH = 32
 #: (out channels, stride) of the 13 depthwise-separable blocks

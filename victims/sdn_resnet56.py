@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from benchmark.api.victim import Normalize
 from benchmark.plugins import VICTIMS
-from victims.sdn_vgg16 import SDNRecipe
-from victims.spec import Normalize
+from victims._sdn import SDNRecipe
 
 STAGE_WIDTHS = (16, 32, 64)
 BLOCKS_PER_STAGE = 9

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from benchmark.api.victim import Normalize
 from benchmark.plugins import VICTIMS
-from victims.spec import Normalize, VictimSpec
+from victims._sdn import SDNSpec
 
 WIDTHS = (16, 24, 24, 32, 32, 48, 64, 64)
 STRIDES = (1, 2, 1, 2, 1, 1, 2, 1)
@@ -23,7 +24,7 @@ def conv_block(cin: int, cout: int, stride: int) -> nn.Module:
 
 @VICTIMS.register("sdn-tiny")
 @dataclass(frozen=True)
-class SDNTiny(VictimSpec):
+class SDNTiny(SDNSpec):
     """Small multi-exit CNN; 4 exits evenly spaced by compute unless ``exits`` says otherwise."""
 
     head_pool = 2

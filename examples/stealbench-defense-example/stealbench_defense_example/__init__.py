@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from benchmark.api.defense import Defense
 from benchmark.errors import ConfigError
 from benchmark.oracle import Oracle, Response
-from defenses.base import Defense
 from defenses.jitter import exit_span
 
 __all__ = ["QuantizedLatency"]

@@ -1,4 +1,4 @@
-"""SDN-style training of a MultiExitNet and the victim owner's threshold rule.
+"""SDN-style training of a victim and the victim owner's threshold rule.
 
 Loss: sum over exits of w_k * CE, where internal exit k's weight grows linearly during the first
 half of training up to its compute fraction (SDN, Kaya et al. 2019, Sec. 4 "IC-only / SDN
@@ -7,47 +7,13 @@ training"), and the final exit has weight 1.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from benchmark.api.victim import NEVER, MultiExitNet, VictimSpec
 from benchmark.data import Split
-from victims.base import NEVER, MultiExitNet
-from victims.spec import VictimSpec
-
-
-def make_optimizer(params, spec: VictimSpec) -> torch.optim.Optimizer:
-    if spec.optimizer == "adam":
-        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
-    return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
-
-
-def fit(model: MultiExitNet, n: int, batch_size: int, epochs: int, optimizer: torch.optim.Optimizer,
-        step_loss: Callable[[Tensor, int], Tensor], seed: int, desc: str, progress: bool = True,
-        milestones: tuple[float, ...] = (0.5, 0.75)) -> None:
-    """Generic minibatch loop: ``step_loss(idx, epoch)`` returns the loss of a batch of row indices.
-    The learning rate drops 10x at the given fractions of training (step schedule)."""
-    gen = torch.Generator().manual_seed(seed)
-    sched = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, [max(1, int(m * epochs)) for m in milestones if int(m * epochs) < epochs], 0.1)
-    model.train()
-    bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
-    for epoch in bar:
-        perm = torch.randperm(n, generator=gen)
-        total = 0.0
-        for start in range(0, n, batch_size):
-            idx = perm[start:start + batch_size]
-            loss = step_loss(idx, epoch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
-        sched.step()
-        bar.set_postfix(loss=f"{total / n:.3f}")
-    model.eval()
+from benchmark.training import fit, make_optimizer
 
 
 def train_victim(model: MultiExitNet, spec: VictimSpec, train: Split, seed: int, device: str,
@@ -72,20 +38,6 @@ def train_victim(model: MultiExitNet, spec: VictimSpec, train: Split, seed: int,
 
     fit(model, len(train), spec.batch_size, spec.epochs, opt, step_loss, seed, f"train {spec.name}", progress,
         milestones=tuple(getattr(spec, "milestones", (0.5, 0.75))))
-
-
-@torch.no_grad()
-def exit_confidences(model: MultiExitNet, data: Split, device: str, batch: int = 512) -> tuple[Tensor, Tensor]:
-    """Max-softmax and predicted label at every exit, no early exit: (N, K) each."""
-    model.eval()
-    confs, preds = [], []
-    for start in range(0, len(data), batch):
-        outs = model(data.images(slice(start, start + batch), device))
-        p = torch.stack([torch.softmax(o, 1) for o in outs], 1)  # (B, K, C)
-        c, y = p.max(2)
-        confs.append(c.cpu())
-        preds.append(y.cpu())
-    return torch.cat(confs), torch.cat(preds)
 
 
 def choose_thresholds(conf: Tensor, correct: Tensor, slack: float = 0.0, floor: float = 0.5) -> Tensor:

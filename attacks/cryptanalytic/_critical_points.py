@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from benchmark.extraction.access import Access
+from attacks.cryptanalytic._access import Access
 
 STEP = 2.0 ** -10  # slope step as a fraction of the interval width while searching
 

@@ -12,11 +12,10 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
+from benchmark.api.victim import MultiExitNet, VictimSpec
 from benchmark.data import Split
 from benchmark.errors import ConfigError
 from benchmark.oracle import BlackBox
-from victims.base import MultiExitNet
-from victims.spec import VictimSpec
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,40 @@
 """cryptanalytic: exact extraction of a ReLU network's weights from black-box queries.
 
-Layer by layer (``benchmark/extraction``): critical-point search along random lines with
-precision refinement; signatures (weights up to a scalar) from finite differences at critical
-points, through the layers already recovered; the precision improvement of Carlini et al.; signs
-by neuron wiggle with Foerster et al.'s ``s = 15`` votes and easy/hard split; the last layer
-solved linearly. References: Carlini, Jagielski and Mironov (CRYPTO 2020); Canales-Martinez et al.
-(Eurocrypt 2024); Foerster, Mullins, Shumailov and Hayes (NeurIPS 2024).
+Layer by layer, as in Carlini, Jagielski and Mironov, "Cryptanalytic Extraction of Neural Network
+Models" (CRYPTO 2020, arXiv:2003.04884), with the polynomial-time sign step ("neuron wiggle") of
+Canales-Martinez, Chavez-Saab, Hambitzer, Rodriguez-Henriquez, Satpute and Shamir, "Polynomial
+Time Cryptanalytic Extraction of Neural Network Models" (Eurocrypt 2024, ePrint 2023/1526) and the
+sign-step improvements of Foerster, Mullins, Shumailov and Hayes, "Beyond Slow Signs in
+High-fidelity Model Extraction" (NeurIPS 2024, arXiv:2406.10011): critical-point search along
+random lines with precision refinement; signatures (weights up to a scalar) from finite
+differences at critical points, through the layers already recovered; the precision improvement
+of Carlini et al.; signs by neuron wiggle with Foerster et al.'s ``s = 15`` votes and easy/hard
+split; the last layer solved linearly.
 
 The attack holds a ``BlackBox`` and the victim's public layer sizes, nothing else; every query it
 makes, linearity checks included, is counted by the oracle. It needs raw outputs (the relu-mlp
 victim's oracle); under an output defense (rounding) it recovers what it can, and its result
-says what it could not.
+says what it could not. Its score (alignment of neuron order and scale against the victim) is
+computed server side, in ``benchmark/exact_scoring.py``.
+
+This module is the plugin; the algorithm is in private modules, float64 numpy, each step a small
+function whose docstring cites the paper and equation:
+
+- ``_network``: the attacker's model of the layers recovered so far (forward, local Jacobian).
+- ``_access``: the only door to the oracle (a ``BlackBox``); output noise floor estimation.
+- ``_critical_points``: critical-point search along random lines with precision refinement.
+- ``_signatures``: signature extraction (weights up to a scalar) and grouping into neurons.
+- ``_signs``: sign extraction by neuron wiggle (s samples, easy/hard neurons).
+- ``_precision``: Carlini et al.'s precision improvement of a recovered row.
+- ``_solve``: the last layer, solved linearly; the solve also checks the last hidden layer's signs.
+- ``_state``: the run's whole mutable state (``ExtractionState``, made by ``new_state``), settings,
+  per-layer log, and the bookkeeping of the lines swept so far.
+- ``_select``: choosing a layer's neurons among the candidates (joins, duplicates, fakes).
+- ``_first_layer``, ``_hidden_layer``, ``_output_layer``: the steps of each kind of layer.
+- ``_driver``: ``run``, the layer-by-layer extraction, timed and counted per step.
+
+Notation: ``z_l = A_l h_{l-1} + b_l`` (pre-activation), ``h_l = relu(z_l)``, ``h_0 = x``; the
+attacker recovers each hidden neuron's row ``(A_l[k], b_l[k])`` up to a positive scalar.
 """
 
 from __future__ import annotations
@@ -21,11 +45,12 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from attacks.base import Attack, AttackContext, StolenModel
+from attacks.cryptanalytic._access import Access
+from attacks.cryptanalytic._driver import run as run_extraction
+from attacks.cryptanalytic._state import Settings, new_state
+from benchmark.api.attack import Attack, AttackContext, StolenModel
 from benchmark.data import Split
 from benchmark.errors import ConfigError
-from benchmark.extraction.access import Access
-from benchmark.extraction.extract import Extraction, Settings
 from benchmark.oracle import BlackBox
 from benchmark.plugins import ATTACKS
 
@@ -50,7 +75,7 @@ class ExtractedMLP(StolenModel):
 
 
 def reserve_for(sizes: tuple[int, ...]) -> int:
-    """Queries kept back for the last layer's solve and the self-check (see ``Extraction``)."""
+    """Queries kept back for the last layer's solve and the self-check (``_output_layer``, ``_driver``)."""
     n_last, n_prev = sizes[-2], sizes[-3]
     return 2 * (n_last + n_prev + 1) + 16 + 2 * n_last + 64
 
@@ -125,7 +150,7 @@ class Cryptanalytic(Attack):
                               f"(inputs {tuple(oracle.input_shape)}, outputs {oracle.num_classes})")
         rng = np.random.default_rng(ctx.seed)
         access = Access(oracle, rng, reserve=reserve_for(sizes))
-        result = Extraction(access, sizes, self.settings(ctx.progress), rng).run()
+        result = run_extraction(new_state(access, sizes, self.settings(ctx.progress), rng))
         details: dict[str, Any] = {
             "complete": result.complete,
             "not_recovered": result.unrecovered,

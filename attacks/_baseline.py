@@ -9,7 +9,7 @@ so that they differ only in *what they query*:
 Training (:func:`train_substitute`)
     The victim's answers are soft labels; every exit is trained towards them with the performance
     loss all attacks of the suite use, the sum over exits of KL(victim output || exit output)
-    (``attacks.common.kl_to_targets``; equal to soft-label cross-entropy up to a constant). Same
+    (``attacks._common.kl_to_targets``; equal to soft-label cross-entropy up to a constant). Same
     optimiser, batch size, epochs and step schedule as ``ours`` (Adam, lr 2e-3, batch 128, 10
     epochs, lr x0.1 at 50% and 75% of training), so that differences in the table come from the
     queries and the output strategy, not from how long or how well each substitute was trained.
@@ -44,13 +44,13 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from attacks.base import Attack, AttackContext, StolenModel
-from attacks.common import kl_to_targets, query_split
+from attacks._common import kl_to_targets, query_split
+from benchmark.api.attack import Attack, AttackContext, StolenModel
+from benchmark.api.victim import NEVER, MultiExitNet
 from benchmark.data import Split, to_uint8
 from benchmark.errors import ConfigError
 from benchmark.oracle import BlackBox
-from victims.base import NEVER, MultiExitNet
-from victims.training import exit_confidences, fit
+from benchmark.training import exit_confidences, fit
 
 #: candidate global thresholds of the SDN rule (NEVER = no early exit)
 GRID: tuple[float, ...] = (*(round(0.10 + 0.01 * i, 2) for i in range(90)), 0.995, 0.999, NEVER)

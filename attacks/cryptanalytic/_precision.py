@@ -5,7 +5,7 @@ where [the critical hyperplane] is, but let's actually figure it out for sure". 
 row is known to ~1e-9 from finite differences, points on its hyperplane can be computed on the
 recovered layers (no query) and each one is *located* precisely with four queries on a short
 segment across it: two lines, one per side, intersected (the intersection equation of
-``critical_points``); a fifth query checks that nothing else bends the segment. Every such point
+``_critical_points``); a fifth query checks that nothing else bends the segment. Every such point
 ``x_i`` satisfies ``A_l[k] . h_{l-1}(x_i) + b_l[k] = 0`` exactly, so ``n_{l-1} + 1`` of them in
 general position determine the row and bias up to scale as the null vector of
 ``[h_{l-1}(x_i), 1]`` (smallest singular vector), to a few ulps instead of to the finite-difference
@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmark.extraction.access import Access
-from benchmark.extraction.critical_points import intersect
-from benchmark.extraction.network import PartialNetwork
-from benchmark.extraction.signs import layer_values, point_on_neuron
+from attacks.cryptanalytic._access import Access
+from attacks.cryptanalytic._critical_points import intersect
+from attacks.cryptanalytic._network import PartialNetwork
+from attacks.cryptanalytic._signs import layer_values, point_on_neuron
 
 
 def locate_on_segment(access: Access, x: np.ndarray, u: np.ndarray, r: float) -> float | None:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmark.extraction.access import Access
-from benchmark.extraction.network import PartialNetwork
+from attacks.cryptanalytic._access import Access
+from attacks.cryptanalytic._network import PartialNetwork
 
 
 @dataclass

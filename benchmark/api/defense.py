@@ -32,6 +32,11 @@ class Defense:
         return response
 
 
+def defense_name(defense: Defense) -> str:
+    """The registered name, or the class name of an unregistered defense instance."""
+    return defense.name if defense.name != "defense" else type(defense).__name__
+
+
 class DefendedOracle(Oracle):
     """An Oracle wrapped by a Defense; budget and shape are the inner oracle's."""
 

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from benchmark.extraction.access import Access
-from benchmark.extraction.network import PartialNetwork
+from attacks.cryptanalytic._access import Access
+from attacks.cryptanalytic._network import PartialNetwork
 
 
 @dataclass

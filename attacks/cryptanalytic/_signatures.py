@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from benchmark.extraction.access import Access
-from benchmark.extraction.critical_points import Kink, Line
-from benchmark.extraction.network import PartialNetwork
+from attacks.cryptanalytic._access import Access
+from attacks.cryptanalytic._critical_points import Kink, Line
+from attacks.cryptanalytic._network import PartialNetwork
 
 
 @dataclass
