@@ -600,3 +600,59 @@ def test_budget_above_the_query_set_asks_each_image_once(name, opts, asks):
     assert len(counts) == 250 and set(counts.values()) == {asks}
     assert set(counts) == {bytes(img.numpy()) for img in small.x}
 
+
+# ---- victim option train_subset -----------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["0", "-3", "1.5", "many", "true"])
+def test_train_subset_must_be_a_positive_int(value):
+    from benchmark.errors import ConfigError
+    from benchmark.options import build_plugin
+    from benchmark.plugins import VICTIMS
+
+    with pytest.raises(ConfigError, match="train_subset") as err:
+        build_plugin(VICTIMS["sdn-tiny"], {"train_subset": value}, "victim")
+    assert "\n" not in str(err.value)
+
+
+def test_train_subset_in_the_cache_key_only_when_set():
+    import hashlib
+    import json
+
+    from benchmark.options import build_plugin, plugin_options
+    from benchmark.plugins import VICTIMS
+    from benchmark.zoo import victim_key
+
+    task = TASKS["synthetic"](req(Path("unused")))
+    full = build_plugin(VICTIMS["sdn-tiny"], {"epochs": "2"}, "victim")
+    assert full.train_subset is None
+    assert build_plugin(VICTIMS["sdn-tiny"], {"epochs": "2", "train_subset": "none"}, "victim") == full
+    # the key of a whole-split victim is the one it had before the option existed
+    old_options = {k: v for k, v in plugin_options(full).items() if k != "train_subset"}
+    old = json.dumps({"options": old_options, "shape": task.input_shape, "classes": 10, "format": 1}, sort_keys=True)
+    assert victim_key(full, task, 0) == f"sdn-tiny-synthetic-s0-{hashlib.sha256(old.encode()).hexdigest()[:12]}"
+    keys = {victim_key(build_plugin(VICTIMS["sdn-tiny"], {"epochs": "2", **extra}, "victim"), task, 0)
+            for extra in ({}, {"train_subset": "100"}, {"train_subset": "200"}, {"train_subset": "9000"})}
+    assert len(keys) == 4
+
+
+def test_train_subset_trains_on_a_seeded_subset(monkeypatch):
+    import benchmark.zoo as zoo
+    from benchmark.errors import ConfigError
+    from benchmark.plugins import VICTIMS
+
+    seen = []
+    monkeypatch.setattr(zoo, "train_victim", lambda model, spec, train, *a, **k: seen.append(train))
+    task = TASKS["synthetic"](req(Path("unused")))
+    rows = {bytes(img.numpy()): int(y) for img, y in zip(task.train.x, task.train.y)}
+    for seed in (0, 0, 1):
+        entry = zoo.load_or_train(VICTIMS["sdn-tiny"](train_subset=300), task, seed, progress=False, retrain=True)
+        assert not entry.cached
+    assert [len(s) for s in seen] == [300, 300, 300]
+    assert all(rows[bytes(img.numpy())] == int(y) for img, y in zip(seen[0].x, seen[0].y))  # rows of the split
+    assert len({bytes(img.numpy()) for img in seen[0].x}) == 300
+    assert torch.equal(seen[0].x, seen[1].x) and not torch.equal(seen[0].x, seen[2].x)  # seeded
+    assert len(torch.unique(seen[0].y)) == 10  # random rows, not the first 300
+    zoo.load_or_train(VICTIMS["sdn-tiny"](), task, 0, progress=False, retrain=True)
+    assert len(seen[-1]) == len(task.train) == 10_000  # the default: all of it
+    with pytest.raises(ConfigError, match="train_subset=10001 exceeds the 10000 images"):
+        zoo.load_or_train(VICTIMS["sdn-tiny"](train_subset=10_001), task, 0, progress=False)
