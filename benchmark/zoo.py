@@ -6,6 +6,7 @@ scores) is trained again and replaced, with one line on stderr saying so."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -15,8 +16,8 @@ from pathlib import Path
 import torch
 
 from benchmark.api.victim import MultiExitNet, VictimSpec
-from benchmark.data import TaskData
-from benchmark.errors import StealBenchError
+from benchmark.data import Split, TaskData
+from benchmark.errors import ConfigError, StealBenchError
 from benchmark.io import file_lock, save_torch, write_json
 from benchmark.options import plugin_options
 from benchmark.paths import cache_dir
@@ -34,10 +35,29 @@ class ZooEntry:
 
 
 def victim_key(spec: VictimSpec, task: TaskData, seed: int) -> str:
-    opts = json.dumps({"options": plugin_options(spec), "shape": task.input_shape,
+    """``<name>-<dataset>-s<seed>-<digest of the options, input shape and classes>``. ``train_subset``
+    enters the digest only when set, so victims trained on the whole split keep the keys they had
+    before the option existed, and a subset-trained victim never shares a key with a full one."""
+    options = plugin_options(spec)
+    if options.get("train_subset") is None:
+        options.pop("train_subset", None)
+    opts = json.dumps({"options": options, "shape": task.input_shape,
                        "classes": task.num_classes, "format": 1}, sort_keys=True)
     digest = hashlib.sha256(opts.encode()).hexdigest()[:12]
     return f"{spec.name}-{task.name}-s{seed}-{digest}"
+
+
+def training_split(train: Split, subset: int | None, seed: int) -> Split:
+    """The images the victim is trained on: all of ``train``, or a random ``subset`` of them drawn
+    with ``seed`` (kept in their original order). A subset larger than the split is a one-line error."""
+    if subset is None:
+        return train
+    if subset > len(train):
+        raise ConfigError(f"victim option train_subset={subset} exceeds the {len(train)} images of the "
+                          f"training split")
+    gen = torch.Generator().manual_seed(104_729 * (seed + 1))
+    rows = torch.randperm(len(train), generator=gen)[:subset].sort().values
+    return Split(train.x[rows], train.y[rows])
 
 
 def load_or_train(spec: VictimSpec, task: TaskData, seed: int, device: str = "cpu",
@@ -45,6 +65,7 @@ def load_or_train(spec: VictimSpec, task: TaskData, seed: int, device: str = "cp
     """The trained victim (thresholds set), from the cache or trained now and cached."""
     import time
 
+    train = training_split(task.train, getattr(spec, "train_subset", None), seed)
     key = victim_key(spec, task, seed)
     path = cache_dir() / "victims" / f"{key}.pt"
     with file_lock(path.with_suffix(".lock")):  # parallel jobs never train the same victim twice
@@ -61,7 +82,7 @@ def load_or_train(spec: VictimSpec, task: TaskData, seed: int, device: str = "cp
             model = spec.build(task.num_classes, task.input_shape)
         model = model.to(device)
         start = time.perf_counter()
-        spec.train(model, task, seed, device, progress)
+        spec.train(model, dataclasses.replace(task, train=train), seed, device, progress)
         seconds = time.perf_counter() - start
         bad = non_finite_tensors(model)
         if bad:
@@ -70,7 +91,7 @@ def load_or_train(spec: VictimSpec, task: TaskData, seed: int, device: str = "cp
         save_torch(path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
         write_json(path.with_suffix(".json"), {"key": key, "victim": spec.name, "dataset": task.name,
                                                "seed": seed, "options": plugin_options(spec),
-                                               "train_seconds": seconds})
+                                               "train_images": len(train), "train_seconds": seconds})
         return ZooEntry(model.eval(), path, False, seconds)
 
 

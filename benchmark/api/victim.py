@@ -215,8 +215,15 @@ class VictimSpec:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 128
+    #: train on this many images of the task's training split (a seeded random subset; quick runs
+    #: and tests); None: all of them. Part of the victim's cache key when set.
+    train_subset: int | None = None
 
     def __post_init__(self) -> None:
+        if self.train_subset is not None and (isinstance(self.train_subset, bool)
+                                              or not isinstance(self.train_subset, int) or self.train_subset < 1):
+            raise ConfigError(f"victim {self.name!r}: train_subset must be a positive number of images "
+                              f"(or none for the whole training split), got {self.train_subset!r}")
         if self.exits < 0 or self.exits == 1:
             raise ConfigError(f"victim {self.name!r}: exits must be 0 (default placement) or >= 2")
         if self.epochs < 1:
