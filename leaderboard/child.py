@@ -11,9 +11,33 @@ victim trained with other kernels is never reused.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def leaderboard_cache(threads: int, numeric: str | None = None) -> Iterator[Path]:
+    """Victims for leaderboard runs live in their own zoo, one per torch thread count and numeric
+    environment (``numeric``: a tag of its kernels, see :func:`zoo_tag`): a victim trained with
+    a different number of threads or other kernels (or by hand) can differ in the last float bits,
+    so submit and verify share victims trained exactly the way the entry says."""
+    from benchmark.paths import cache_dir
+
+    path = cache_dir() / (f"leaderboard-t{threads}" + (f"-{numeric}" if numeric else ""))
+    old = os.environ.get("STEALBENCH_CACHE")
+    os.environ["STEALBENCH_CACHE"] = str(path)
+    try:
+        yield path
+    finally:
+        if old is None:
+            os.environ.pop("STEALBENCH_CACHE", None)
+        else:
+            os.environ["STEALBENCH_CACHE"] = old
 
 
 def zoo_tag(numeric: dict) -> str:
@@ -87,7 +111,6 @@ def main(argv: list[str]) -> int:
         from benchmark.environment import numeric_environment
         from benchmark.errors import StealBenchError
         from benchmark.runner import run
-        from leaderboard.submit import leaderboard_cache
 
         with open(request_path) as fh:
             request = json.load(fh)

@@ -10,10 +10,7 @@ benchmark run`` or ``sweep`` already produced instead of running it again.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,26 +23,6 @@ from leaderboard.validate import validate_entries
 POLICY = {"timing": "simulated", "timing_profile": "flops", "data_root": None}
 #: torch threads of a submitted run (the leaderboard's numeric environment runs one thread everywhere)
 STANDARD_THREADS = 1
-
-
-@contextlib.contextmanager
-def leaderboard_cache(threads: int, numeric: str | None = None) -> Iterator[Path]:
-    """Victims for leaderboard runs live in their own zoo, one per torch thread count and numeric
-    environment (``numeric``: a tag of its kernels, see ``leaderboard.child``): a victim trained with
-    a different number of threads or other kernels (or by hand) can differ in the last float bits,
-    so submit and verify share victims trained exactly the way the entry says."""
-    from benchmark.paths import cache_dir
-
-    path = cache_dir() / (f"leaderboard-t{threads}" + (f"-{numeric}" if numeric else ""))
-    old = os.environ.get("STEALBENCH_CACHE")
-    os.environ["STEALBENCH_CACHE"] = str(path)
-    try:
-        yield path
-    finally:
-        if old is None:
-            os.environ.pop("STEALBENCH_CACHE", None)
-        else:
-            os.environ["STEALBENCH_CACHE"] = old
 
 
 def complete_config(cfg: RunConfig) -> RunConfig:

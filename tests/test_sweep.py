@@ -14,7 +14,7 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.config import RunConfig
-from benchmark.executors import LocalExecutor
+from benchmark.sweep.executors import LocalExecutor
 from benchmark.plugins import ATTACKS
 from benchmark.sweep import Job, build_spec, job_id, parse_seeds, run_sweep
 

@@ -19,7 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from benchmark.errors import ConfigError, StealBenchError
-from benchmark.sweep import Job, default_workers, error_info
+from benchmark.sweep.jobs import Job, default_workers, error_info
 
 EXECUTORS = ("local", "ray")
 
