@@ -15,7 +15,7 @@ from PIL import Image
 from torchvision import datasets as tvd
 
 from benchmark.data import QUERY_SETS, TASKS, DataRequest, Split
-from benchmark.datasets import vision
+from benchmark.datasets import mnist, vision
 from benchmark.errors import StealBenchError
 
 
@@ -308,7 +308,7 @@ def test_fashionmnist_other_shapes(tmp_path):
 
 
 def test_fashionmnist_missing(tmp_path, monkeypatch):
-    monkeypatch.setattr(vision, "SYSTEM_FASHIONMNIST", tmp_path / "no-system-copy")
+    monkeypatch.setattr(mnist, "SYSTEM_FASHIONMNIST", tmp_path / "no-system-copy")
     with pytest.raises(StealBenchError, match=r"FashionMNIST not found .*FashionMNIST/raw") as err:
         TASKS["fashionmnist"](req(tmp_path))
     assert "\n" not in str(err.value)
@@ -395,14 +395,14 @@ def test_synthetic_world_adds_task_camera_gratings():
 
 # ---- FashionMNIST: the real files, gzipped or not, and where they are looked for -------------------
 
-SYSTEM_FM = vision.SYSTEM_FASHIONMNIST
+SYSTEM_FM = mnist.SYSTEM_FASHIONMNIST
 needs_system_fm = pytest.mark.skipif(
-    not all((SYSTEM_FM / f"{name}.gz").is_file() for name in vision.FASHIONMNIST_FILES),
+    not all((SYSTEM_FM / f"{name}.gz").is_file() for name in mnist.FASHIONMNIST_FILES),
     reason=f"the real FashionMNIST files are not in {SYSTEM_FM} (apt-get install dataset-fashion-mnist)")
 
 
 def system_fm(name: str) -> np.ndarray:
-    return vision.read_idx(SYSTEM_FM / f"{name}.gz", 3 if "images" in name else 1)
+    return mnist.read_idx(SYSTEM_FM / f"{name}.gz", 3 if "images" in name else 1)
 
 
 @needs_system_fm
@@ -436,10 +436,10 @@ def test_fashionmnist_real_slice_plain_or_gzipped(tmp_path, monkeypatch, gz):
     read from the data root (the Debian copy is moved out of sight)."""
     import gzip
 
-    monkeypatch.setattr(vision, "SYSTEM_FASHIONMNIST", tmp_path / "no-system-copy")
+    monkeypatch.setattr(mnist, "SYSTEM_FASHIONMNIST", tmp_path / "no-system-copy")
     raw = tmp_path / "root" / "FashionMNIST" / "raw"
     sliced = {}
-    for name, n in zip(vision.FASHIONMNIST_FILES, (300, 300, 100, 100)):
+    for name, n in zip(mnist.FASHIONMNIST_FILES, (300, 300, 100, 100)):
         sliced[name] = system_fm(name)[:n]
         write_idx(raw / name, sliced[name])
         if gz:
@@ -459,7 +459,7 @@ def test_fashionmnist_gzipped_fake_files_and_mixed_folder(tmp_path, monkeypatch)
     """Gzipped files in the data root are read like plain ones, also when only some are gzipped."""
     import gzip
 
-    monkeypatch.setattr(vision, "SYSTEM_FASHIONMNIST", tmp_path / "no-system-copy")
+    monkeypatch.setattr(mnist, "SYSTEM_FASHIONMNIST", tmp_path / "no-system-copy")
     written = write_fashionmnist(tmp_path)
     raw = tmp_path / "FashionMNIST" / "raw"
     for name in ("train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
@@ -474,7 +474,7 @@ def test_fashionmnist_gzipped_fake_files_and_mixed_folder(tmp_path, monkeypatch)
 def test_fashionmnist_lookup_order(tmp_path, monkeypatch):
     """<root>/FashionMNIST/raw first, then the files directly in <root>, then the system folder."""
     system = tmp_path / "system"
-    monkeypatch.setattr(vision, "SYSTEM_FASHIONMNIST", system)
+    monkeypatch.setattr(mnist, "SYSTEM_FASHIONMNIST", system)
     rng = np.random.default_rng(5)
 
     def write_set(folder: Path, n_test: int) -> np.ndarray:
@@ -497,7 +497,7 @@ def test_fashionmnist_lookup_order(tmp_path, monkeypatch):
 
 
 def test_fashionmnist_bad_idx_file_is_one_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(vision, "SYSTEM_FASHIONMNIST", tmp_path / "no-system-copy")
+    monkeypatch.setattr(mnist, "SYSTEM_FASHIONMNIST", tmp_path / "no-system-copy")
     write_fashionmnist(tmp_path)
     path = tmp_path / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:-5])  # cut short: the header promises more bytes
@@ -514,7 +514,7 @@ def test_fashionmnist_nowhere_is_one_line_through_the_cli(tmp_path, monkeypatch,
     line naming the three ways to get the files."""
     from benchmark.cli import main
 
-    monkeypatch.setattr(vision, "SYSTEM_FASHIONMNIST", tmp_path / "no-system-copy")
+    monkeypatch.setattr(mnist, "SYSTEM_FASHIONMNIST", tmp_path / "no-system-copy")
     out = tmp_path / "never.json"
     assert main(["run", "--dataset", "fashionmnist", "--data-root", "/nonexistent", "--quiet",
                  "--out", str(out)]) == 2
@@ -637,11 +637,12 @@ def test_train_subset_in_the_cache_key_only_when_set():
 
 def test_train_subset_trains_on_a_seeded_subset(monkeypatch):
     import benchmark.zoo as zoo
+    import victims._sdn as sdn
     from benchmark.errors import ConfigError
     from benchmark.plugins import VICTIMS
 
     seen = []
-    monkeypatch.setattr(zoo, "train_victim", lambda model, spec, train, *a, **k: seen.append(train))
+    monkeypatch.setattr(sdn, "train_victim", lambda model, spec, train, *a, **k: seen.append(train))
     task = TASKS["synthetic"](req(Path("unused")))
     rows = {bytes(img.numpy()): int(y) for img, y in zip(task.train.x, task.train.y)}
     for seed in (0, 0, 1):
