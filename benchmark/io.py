@@ -86,31 +86,36 @@ def file_lock(path: Path) -> Iterator[None]:
 
 def check_writable(path: Path, what: str = "--out") -> None:
     """Fail now, not after the work, if a file cannot be written at ``path``: create its folder,
-    create and remove a temporary file there. A one-line StealBenchError otherwise."""
+    create and remove a temporary file there, remove the folders it created. A one-line
+    StealBenchError otherwise."""
     path = Path(path)
     if path.is_dir():
         raise StealBenchError(f"{what} {path} is a directory; give a file path")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".check", dir=path.parent)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as exc:
-        raise StealBenchError(f"{what} {path} is not writable ({_reason(path, exc)}); nothing was run") from None
+    _try_folder(path.parent, path, what)
 
 
 def check_writable_dir(path: Path, what: str = "--out") -> None:
-    """Like ``check_writable`` for a folder of results (created if missing)."""
+    """Like ``check_writable`` for a folder of results."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise StealBenchError(f"{what} {path} is a file; give a folder")
+    _try_folder(path, path, what)
+
+
+def _try_folder(folder: Path, shown: Path, what: str) -> None:
+    missing = [folder, *folder.parents]
+    missing = missing[:next((i for i, p in enumerate(missing) if p.exists()), len(missing))]
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=path)
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=folder)
         os.close(fd)
         os.unlink(tmp)
     except OSError as exc:
-        raise StealBenchError(f"{what} {path} is not writable ({_reason(path, exc)}); nothing was run") from None
+        raise StealBenchError(f"{what} {shown} is not writable ({_reason(shown, exc)}); nothing was run") from None
+    finally:
+        for created in missing:  # deepest first; the real write creates them again
+            with contextlib.suppress(OSError):
+                created.rmdir()
 
 
 def _reason(path: Path, exc: OSError) -> str:

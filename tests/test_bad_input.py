@@ -183,10 +183,12 @@ def test_unwritable_out_is_refused_before_any_work(where, no_run, capsys, tmp_pa
 def test_writable_check_leaves_nothing_behind(tmp_path):
     from benchmark.io import check_writable, check_writable_dir
 
-    check_writable(tmp_path / "new" / "r.json")
-    check_writable_dir(tmp_path / "sweep")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "sweep"]
-    assert not any((tmp_path / "new").iterdir()) and not any((tmp_path / "sweep").iterdir())
+    check_writable(tmp_path / "new" / "deeper" / "r.json")
+    check_writable_dir(tmp_path / "sweep" / "s")
+    (tmp_path / "kept").mkdir()
+    check_writable(tmp_path / "kept" / "r.json")
+    check_writable_dir(tmp_path / "kept")
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"] and not any((tmp_path / "kept").iterdir())
 
 
 def test_non_finite_result_is_one_line_and_nothing_is_written(monkeypatch, capsys, tmp_path):
@@ -200,7 +202,7 @@ def test_non_finite_result_is_one_line_and_nothing_is_written(monkeypatch, capsy
     out = tmp_path / "out" / "r.json"
     assert main(["run", *TINY, "--out", str(out)]) == 2
     one_line_error(capsys, "scores.acc is not a finite number")
-    assert not out.exists() and list((tmp_path / "out").iterdir()) == []
+    assert not out.exists() and list(tmp_path.rglob("*")) == []  # no temporary file left either
 
 
 def test_write_json_refuses_non_finite_numbers_and_keeps_the_old_file(tmp_path):
