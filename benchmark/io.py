@@ -17,7 +17,7 @@ import torch
 from benchmark.errors import StealBenchError, one_line
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -64,11 +64,11 @@ def write_json(path: Path, obj: Any, overwrite: bool = True) -> None:
                               f"which JSON cannot hold") from exc
     if not overwrite and Path(path).exists():
         raise FileExistsError(str(path))
-    _atomic(Path(path), lambda fh: fh.write(data))
+    atomic_write(Path(path), lambda fh: fh.write(data))
 
 
 def save_torch(path: Path, obj: Any) -> None:
-    _atomic(Path(path), lambda fh: torch.save(obj, fh))
+    atomic_write(Path(path), lambda fh: torch.save(obj, fh))
 
 
 @contextlib.contextmanager

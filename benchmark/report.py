@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.errors import StealBenchError
-from benchmark.io import _atomic
+from benchmark.io import atomic_write
 
 MAIN_SCORES = ("acc", "victim_acc", "clo", "fidelity", "clo_and_fidelity", "cc_ratio", "exit_accuracy",
                "exit_accuracy_baseline", "neurons_recovered", "max_weight_error_log2", "output_agreement",
@@ -150,7 +150,7 @@ def write_report(results_dir, out_dir=None, plots: bool = True) -> tuple[str, li
     files = []
 
     def write_text(name: str, text: str) -> None:
-        _atomic(out / name, lambda fh: fh.write(text.encode()))
+        atomic_write(out / name, lambda fh: fh.write(text.encode()))
         files.append(out / name)
 
     write_text("runs.csv", runs.to_csv(index=False))

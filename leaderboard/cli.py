@@ -92,7 +92,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from benchmark.io import _atomic
+    from benchmark.io import atomic_write
     from leaderboard.render import render
     from leaderboard.store import load_entries, show
     from leaderboard.validate import validate_entries
@@ -115,7 +115,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             return 1
         print(f"render --check: {show(out)} is up to date ({len(entries)} entries)")
         return 0
-    _atomic(out, lambda fh: fh.write(text.encode()))
+    atomic_write(out, lambda fh: fh.write(text.encode()))
     print(f"{show(out)} written ({len(entries)} entries)")
     return 0
 
