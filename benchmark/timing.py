@@ -77,14 +77,12 @@ def calibrate(model: MultiExitNet, reps: int = 200, warmup: int = 5, seed: int =
     # rounds (by their total time) and take median and spread over those
     table = np.asarray(times).T  # (reps, exits)
     quiet = table[np.argsort(table.sum(1), kind="stable")[:max(1, round(keep * len(table)))]]
-    means, stds = [], []
-    for arr in quiet.T:
-        med = float(np.median(arr))
-        mad = float(np.median(np.abs(arr - med))) * 1.4826
-        means.append(med)
-        stds.append(max(mad, 0.01 * med))
-    # deeper exits cost at least as much; enforce monotone centres against timer noise
-    means = list(np.maximum.accumulate(means))
+    medians = np.median(quiet, axis=0)
+    mads = np.median(np.abs(quiet - medians), axis=0) * 1.4826
+    # deeper exits cost at least as much; enforce monotone centres against timer noise, then floor
+    # the spread at 1% of the (possibly raised) centre
+    means = [float(m) for m in np.maximum.accumulate(medians)]
+    stds = [max(float(mad), 0.01 * m) for mad, m in zip(mads, means)]
     return LatencyProfile(tuple(means), tuple(stds), f"calibrated:{device.type}")
 
 

@@ -60,3 +60,32 @@ def test_calibration_survives_a_burst_of_load():
     assert 0.8e-3 < m[0] < m[1] < m[2] and m[1] < 2.8e-3 and m[2] < 3.8e-3, m
     with pytest.raises(ValueError, match="keep"):
         calibrate(net, keep=0.0)
+
+
+class _ClockNet:
+    """Duck-typed multi-exit model on a fake clock: forced exit k takes exactly ``cost[k]`` seconds."""
+
+    input_shape = (3, 4, 4)
+
+    def __init__(self, cost) -> None:
+        self.cost, self.num_exits, self.now = cost, len(cost), 0
+        self.thresholds = torch.zeros(len(cost))
+
+    def forced_exit_thresholds(self, k: int):
+        return torch.tensor([0.0 if j == k else 2.0 for j in range(self.num_exits)])
+
+    def set_thresholds(self, t) -> None:
+        self.thresholds = torch.as_tensor(t).clone()
+
+    def early_exit(self, x):
+        self.now += round(self.cost[int((self.thresholds <= 1.0).nonzero()[0])] * 1e9)
+
+
+def test_spread_floor_applies_to_the_monotone_centre(monkeypatch):
+    # exit 2 measures faster than exit 1 (noise), so its centre is raised to exit 1's; its spread
+    # must then be at least 1% of the raised centre (floored before the raise it was 1% of 1 ms)
+    net = _ClockNet([2e-3, 1e-3, 3e-3])
+    monkeypatch.setattr("benchmark.timing.time.perf_counter_ns", lambda: net.now)
+    profile = calibrate(net, reps=8, warmup=1)
+    assert profile.mean == pytest.approx((2e-3, 2e-3, 3e-3))
+    assert all(s >= 0.01 * m - 1e-15 for s, m in zip(profile.std, profile.mean)), profile.std
