@@ -99,9 +99,11 @@ def test_verify_says_when_the_recorded_kernel_cannot_run_here(crypto, monkeypatc
     assert lb("verify", "--allow-unverified", path) == 0
 
 
-def test_a_legacy_entry_is_unverified_never_ok(capsys):
-    path = sorted(COMMITTED.rglob("relu-mlp-synthetic/none/cryptanalytic-*.json"))[0]
-    assert "numeric" not in json.loads(path.read_text())["environment"]
+def test_a_legacy_entry_is_unverified_never_ok(crypto, tmp_path, capsys):
+    _, data = crypto
+    legacy = copy.deepcopy(data)
+    del legacy["environment"]["numeric"]  # as recorded before results carried their numeric environment
+    path = place(tmp_path / "entries", legacy)
     assert lb("verify", path) == 1
     out = capsys.readouterr().out
     assert f"UNVERIFIED {show(path)}: recorded without a numeric environment" in out
@@ -271,15 +273,16 @@ def test_parallel_verify_loads_plugins_once(capsys):
     files = [sorted(COMMITTED.rglob(f"relu-mlp-synthetic/{d}/cryptanalytic-*.json"))[0] for d in ("top1", "rounding")]
     p = sh("verify", "--jobs", "2", "--allow-unverified", *files)
     assert p.returncode == 0 and "unknown attack" not in p.stdout, p.stdout + p.stderr
-    assert p.stdout.count("UNVERIFIED ") == 2 and "0 failed" in p.stdout
+    assert ": 2 ok (numeric environment reproduced, bit-identical)" in p.stdout and "0 failed" in p.stdout
 
 
 def test_resubmit_replaces_a_legacy_entry(tmp_path, capsys):
     src = sorted(COMMITTED.rglob("relu-mlp-synthetic/top1/cryptanalytic-*.json"))[0]
+    legacy = json.loads(src.read_text())
+    del legacy["environment"]["numeric"]  # as recorded before results carried their numeric environment
     root = tmp_path / "entries"
-    old = root / src.relative_to(COMMITTED)
-    old.parent.mkdir(parents=True)
-    old.write_bytes(src.read_bytes())
+    old = place(root, legacy)
+    assert lb("--entries", root, "validate") == 0
     assert lb("--entries", root, "resubmit") == 0
     (new,) = entry_files(root)
     data = json.loads(new.read_text())
