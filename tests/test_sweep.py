@@ -14,9 +14,9 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.config import RunConfig
-from benchmark.sweep.executors import LocalExecutor
 from benchmark.plugins import ATTACKS
 from benchmark.sweep import Job, build_spec, job_id, parse_seeds, run_sweep
+from benchmark.sweep.executors import LocalExecutor
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"attack_options": {"epochs": 1}, "victim_options": {"epochs": 1}, "budget": 600, "timing_profile": "flops"}
