@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,9 +122,24 @@ def latency_profile(entry: ZooEntry, device: str) -> LatencyProfile:
     path = entry.path.with_name(entry.path.stem + f".latency-{dev}.json")
     if path.exists():
         try:
-            return LatencyProfile.from_json(json.loads(path.read_text()))
+            cached = LatencyProfile.from_json(json.loads(path.read_text()))
         except (ValueError, KeyError, TypeError) as exc:
             raise StealBenchError(f"cached latency profile {path} is unreadable ({exc}); delete it") from exc
+        problem = profile_problem(cached, entry.model.num_exits)
+        if problem is None:
+            return cached
+        print(f"warning: cached latency profile {path} {problem}; calibrating again", file=sys.stderr)
     profile = calibrate(entry.model)
     write_json(path, profile.to_json())
     return profile
+
+
+def profile_problem(profile: LatencyProfile, num_exits: int) -> str | None:
+    """Why a cached latency profile cannot serve a victim of ``num_exits`` exits (None if it can):
+    one finite, positive centre and spread per exit."""
+    if len(profile.mean) != num_exits or len(profile.std) != num_exits:
+        return f"has {len(profile.mean)} exits, the victim {num_exits}"
+    values = [*profile.mean, *profile.std]
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        return "holds non-finite or non-positive values"
+    return None

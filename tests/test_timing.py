@@ -89,3 +89,31 @@ def test_spread_floor_applies_to_the_monotone_centre(monkeypatch):
     profile = calibrate(net, reps=8, warmup=1)
     assert profile.mean == pytest.approx((2e-3, 2e-3, 3e-3))
     assert all(s >= 0.01 * m - 1e-15 for s, m in zip(profile.std, profile.mean)), profile.std
+
+
+@pytest.mark.parametrize("bad", [
+    {"mean": [float("nan"), 2e-4, 3e-4, 4e-4], "std": [1e-5] * 4},
+    {"mean": [1e-4, 2e-4, 3e-4], "std": [1e-5] * 3},
+    {"mean": [1e-4, 2e-4, 3e-4, 4e-4], "std": [1e-5, 0.0, 1e-5, float("inf")]},
+])
+def test_a_broken_cached_profile_is_measured_again(bad, tmp_path, monkeypatch, capsys):
+    """A cached latency profile that is not finite, positive and one per exit is re-calibrated
+    (one warning line), never handed to the timing channel."""
+    import json
+
+    import benchmark.zoo as zoo
+    from benchmark.plugins import VICTIMS
+    from benchmark.timing import LatencyProfile
+
+    model = VICTIMS["sdn-tiny"]().build(10, (3, 32, 32))
+    entry = zoo.ZooEntry(model, tmp_path / "v.pt", True, 0.0)
+    fresh = LatencyProfile((1e-4, 2e-4, 3e-4, 4e-4), (1e-5,) * 4, "calibrated:cpu")
+    calls = []
+    monkeypatch.setattr(zoo, "calibrate", lambda m: calls.append(m) or fresh)
+    cache = tmp_path / "v.latency-cpu.json"
+    cache.write_text(json.dumps({**bad, "source": "calibrated:cpu"}))
+    assert zoo.latency_profile(entry, "cpu") == fresh and len(calls) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: cached latency profile") and "calibrating again" in err[0]
+    assert LatencyProfile.from_json(json.loads(cache.read_text())) == fresh  # the cache is mended
+    assert zoo.latency_profile(entry, "cpu") == fresh and len(calls) == 1  # and then used as it is
