@@ -53,3 +53,8 @@ class InvalidQuery(ValueError):
 
 class InvalidQueryType(TypeError):
     """A query batch that is not a tensor of a dtype the oracle accepts; nothing is charged."""
+
+
+class AccountRefused(PermissionError):
+    """The service refuses this account from now on (a detection defense raised an alarm); the
+    refused batch was charged to the budget like any other request."""

@@ -15,7 +15,7 @@ else ``InvalidQuery`` (a ValueError). A refused batch leaves ``used`` unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -30,10 +30,24 @@ _NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
 
 @dataclass(frozen=True)
 class Response:
-    """One batch's answer: probabilities (B, C) float32 on CPU; latency (B,) float64 seconds."""
+    """One batch's answer: probabilities (B, C) float32 on CPU; latency (B,) float64 seconds;
+    server-side only, the exit each sample left at (B,) long (never sent to a client)."""
 
     probs: Tensor
     latency: Tensor
+    exits: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class OwnerResources:
+    """What the victim's owner has and a defense may use server-side (e.g. to train a surrogate
+    or an out-of-distribution detector): the deployed model, the owner's task data, the device
+    and a cache folder for what the defense trains (keyed by the victim's cache key)."""
+
+    model: Any
+    task: Any
+    device: str
+    cache_key: str
 
 
 class Oracle:
@@ -55,8 +69,9 @@ class Oracle:
     def remaining(self) -> int:
         return self.budget - self.used
 
-    def query(self, x: Tensor) -> Response:
-        """Answer the batch ``x`` (checked by ``check_query`` first), charging ``len(x)`` queries."""
+    def query(self, x: Tensor, account: str = "") -> Response:
+        """Answer the batch ``x`` from ``account`` (checked by ``check_query`` first), charging
+        ``len(x)`` queries. The base oracle ignores the account; defenses may not."""
         self.check_query(x)
         n = int(x.shape[0])
         if n > self.remaining:
@@ -97,6 +112,9 @@ class Oracle:
     def latency_profile(self) -> LatencyProfile | None:
         return None
 
+    #: the owner's resources, where the deployment has them (the runner's service does)
+    owner: OwnerResources | None = None
+
     def black_box(self) -> BlackBox:
         return BlackBox(self)
 
@@ -118,7 +136,7 @@ class BlackBox:
         if not isinstance(x, Tensor):
             raise InvalidQueryType(f"queries must be a torch.Tensor, got {type(x).__name__}")
         r = self._query(x.detach().cpu())
-        return Response(r.probs.clone(), r.latency.clone())
+        return Response(r.probs.clone(), r.latency.clone())  # exits stay server-side
 
     @property
     def budget(self) -> int:
@@ -149,8 +167,9 @@ class VictimOracle(Oracle):
     input_dtypes = (torch.float32,)
     input_range = (0.0, 1.0)
 
-    def __init__(self, model, timing, budget: int, batch_size: int = 512) -> None:
+    def __init__(self, model, timing, budget: int, batch_size: int = 512, owner: OwnerResources | None = None) -> None:
         super().__init__(budget, model.num_classes, model.input_shape)
+        self.owner = owner
         self._model = model.eval()
         self._timing = timing
         self._device = model.thresholds.device
@@ -167,10 +186,11 @@ class VictimOracle(Oracle):
 
     @torch.no_grad()
     def _answer(self, x: Tensor) -> Response:
-        probs, lats = [], []
+        probs, lats, exit_ids = [], [], []
         for start in range(0, len(x), self._batch):
             logits, exits, lat = self._timing.serve(self._model, x[start:start + self._batch].to(self._device))
             probs.append(torch.softmax(logits.float(), 1).cpu())
             lats.append(lat)
-            self.exit_log.append(exits.cpu())
-        return Response(torch.cat(probs), torch.cat(lats).double())
+            exit_ids.append(exits.cpu())
+        self.exit_log.extend(exit_ids)
+        return Response(torch.cat(probs), torch.cat(lats).double(), torch.cat(exit_ids))

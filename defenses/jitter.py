@@ -62,7 +62,7 @@ class Jitter(Defense):
             out[i] = (int.from_bytes(digest[:8], "big") + 0.5) / 2.0**64
         return out
 
-    def apply(self, state: Any, x: Tensor, response: Response) -> Response:
+    def apply(self, state: Any, x: Tensor, response: Response, account: str = "") -> Response:
         u = self._uniforms(state, x)
         if self.dist == "uniform":
             extra = u * state["scale"]

@@ -38,5 +38,5 @@ class Padding(Defense):
         k = max(range(len(profile.mean)), key=lambda i: profile.mean[i])
         return {"deadline": profile.mean[k] + self.margin * profile.std[k]}
 
-    def apply(self, state: Any, x: Tensor, response: Response) -> Response:
+    def apply(self, state: Any, x: Tensor, response: Response, account: str = "") -> Response:
         return Response(response.probs, torch.clamp(response.latency, min=state["deadline"]))

@@ -29,5 +29,5 @@ class Rounding(Defense):
         if not 0 <= self.decimals <= 15:
             raise ConfigError(f"defense 'rounding': decimals must be in 0..15, got {self.decimals}")
 
-    def apply(self, state: Any, x: Tensor, response: Response) -> Response:
+    def apply(self, state: Any, x: Tensor, response: Response, account: str = "") -> Response:
         return Response(torch.round(response.probs, decimals=self.decimals), response.latency)

@@ -18,7 +18,7 @@ from benchmark.plugins import DEFENSES
 class Top1(Defense):
     acts_on = "output"
 
-    def apply(self, state: Any, x: Tensor, response: Response) -> Response:
+    def apply(self, state: Any, x: Tensor, response: Response, account: str = "") -> Response:
         probs = response.probs
         onehot = F.one_hot(probs.argmax(1), probs.shape[1]).to(probs.dtype)
         return Response(onehot, response.latency)

@@ -1,11 +1,14 @@
 """Defense contract: a frozen dataclass of options whose ``wrap(oracle, seed)`` returns an Oracle
 with the same interface, its outputs and/or timing changed. Runtime state (random generators,
-server-side knowledge such as the latency profile) lives in ``make_state``; the response change
-in ``apply``. The wrapper measures what the defense adds to latency; the runner measures the
-accuracy it costs on the victim's test set."""
+per-account state, server-side resources such as the latency profile or ``oracle.owner``, the
+owner's model and data) lives in ``make_state``; the response change in ``apply``, which sees the
+batch, the undefended response and the opaque id of the account that asked (the only things a
+real service sees). ``apply`` may raise ``AccountRefused`` to refuse an account (detection).
+The service measures what the defense costs on honest traffic (``benchmark.service``)."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,7 +20,8 @@ from benchmark.oracle import Oracle, Response
 @dataclass(frozen=True)
 class Defense:
     name: ClassVar[str] = "defense"
-    #: what the defense touches, for tables and contract tests: "timing", "output" or "none"
+    #: what the defense touches, for tables and contract tests: "timing", "output", "both",
+    #: "detection" or "none"
     acts_on: ClassVar[str] = "none"
 
     def wrap(self, oracle: Oracle, seed: int = 0) -> DefendedOracle:
@@ -27,8 +31,8 @@ class Defense:
         """Per-deployment state (e.g. an RNG); ``oracle`` is the server-side view."""
         return None
 
-    def apply(self, state: Any, x: Tensor, response: Response) -> Response:
-        """The defended response to queries ``x`` given the undefended ``response``."""
+    def apply(self, state: Any, x: Tensor, response: Response, account: str = "") -> Response:
+        """The defended response to queries ``x`` from ``account`` given the undefended ``response``."""
         return response
 
 
@@ -44,6 +48,8 @@ class DefendedOracle(Oracle):
         self.inner = inner
         self.defense = defense
         self.state = defense.make_state(inner, seed)
+        # plugins written before accounts existed define apply(state, x, response): still served
+        self._takes_account = "account" in inspect.signature(defense.apply).parameters
         self.answered = 0
         self.added_latency = 0.0
 
@@ -52,14 +58,22 @@ class DefendedOracle(Oracle):
     num_classes = property(lambda self: self.inner.num_classes)
     input_shape = property(lambda self: self.inner.input_shape)
     latency_profile = property(lambda self: self.inner.latency_profile)
+    owner = property(lambda self: self.inner.owner)
 
-    def query(self, x: Tensor) -> Response:
-        raw = self.inner.query(x)
-        out = self.defense.apply(self.state, x, raw)
+    def check_query(self, x: Tensor) -> None:
+        self.inner.check_query(x)
+
+    def query(self, x: Tensor, account: str = "") -> Response:
+        raw = self.inner.query(x, account)
+        out = (self.defense.apply(self.state, x, raw, account=account) if self._takes_account
+               else self.defense.apply(self.state, x, raw))
         if out.probs.shape != raw.probs.shape or out.latency.shape != raw.latency.shape:
             raise RuntimeError(f"defense {self.defense.name!r} changed the response shape")
+        if out.exits is None and raw.exits is not None:
+            out = Response(out.probs, out.latency, raw.exits)
         self.answered += len(x)
         self.added_latency += float((out.latency - raw.latency).sum())
+        self.last_raw = raw
         return out
 
     def cost(self) -> dict:
