@@ -1,26 +1,29 @@
-"""The one path every run takes (DESIGN.md): config -> victim -> oracle -> defense -> attack ->
-scores -> Result. Everything the user can get wrong is validated before any heavy work."""
+"""The one path every run takes (DESIGN.md): config -> victim -> service (oracle + defense + honest
+traffic) -> attack in its own process -> scores -> Result. Everything the user can get wrong is
+validated before any heavy work."""
 
 from __future__ import annotations
 
-import time
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from benchmark import energy
-from benchmark.api.attack import AttackContext
+from benchmark.api.attack import Attack, AttackContext
 from benchmark.api.defense import Defense, defense_name
 from benchmark.config import RunConfig
 from benchmark.data import QUERY_SETS, TASKS, DataRequest
 from benchmark.errors import ConfigError
 from benchmark.metrics import compare, exit_accuracy, run_early_exit
 from benchmark.options import build_plugin, plugin_options
-from benchmark.oracle import VictimOracle
+from benchmark.oracle import OwnerResources, VictimOracle
 from benchmark.paths import data_dir
 from benchmark.plugins import ATTACKS, DEFENSES, VICTIMS
 from benchmark.result import Result, environment
+from benchmark.service.attacker import run_attack
+from benchmark.service.server import Service, carve_honest
 from benchmark.timing import MeasuredTiming, SimulatedTiming, flops_profile
 from benchmark.zoo import latency_profile, load_or_train
 
@@ -33,16 +36,18 @@ def check_device(device: str) -> None:
 
 
 def run(cfg: RunConfig, progress: bool = True, inspect: Callable[[dict], None] | None = None,
-        defense: Defense | None = None) -> Result:
+        defense: Defense | None = None, attack: Attack | None = None) -> Result:
     """Run one configuration. ``inspect`` (analysis scripts; multi-exit runs) is called once the attack is
     done with ``victim``, ``stolen`` (the attack's StolenModel), ``task`` and ``query``. ``defense``, if
-    given, is used instead of ``cfg.defense`` (an instance, e.g. an unregistered plugin being written)."""
+    given, is used instead of ``cfg.defense`` (an instance, e.g. an unregistered plugin being written);
+    ``attack`` likewise (its class must be importable: it runs in its own process)."""
     spec = build_plugin(VICTIMS[cfg.victim], cfg.victim_options, "victim")
     if getattr(spec, "kind", "multi-exit") == "relu-mlp":
         from benchmark.exact import run_exact
 
         return run_exact(cfg, progress, defense)
-    attack = build_plugin(ATTACKS[cfg.attack], cfg.attack_options, "attack")
+    if attack is None:
+        attack = build_plugin(ATTACKS[cfg.attack], cfg.attack_options, "attack")
     if defense is None:
         defense = build_plugin(DEFENSES[cfg.defense], cfg.defense_options, "defense")
     if cfg.substitute_arch in (None, cfg.victim):
@@ -64,17 +69,19 @@ def run(cfg: RunConfig, progress: bool = True, inspect: Callable[[dict], None] |
         profile = flops_profile(victim.exit_flops())
     else:
         profile = latency_profile(entry, cfg.device)
-    oracle = VictimOracle(victim, make_timing(cfg.timing, profile, cfg.seed), budget)
-    defended = defense.wrap(oracle, seed=cfg.seed)
+    test, honest = carve_honest(task.test, cfg.data_seed)
+    owner = OwnerResources(victim, dataclasses.replace(task, test=test.subset(0)), cfg.device, entry.path.stem)
+    oracle = VictimOracle(victim, make_timing(cfg.timing, profile, cfg.seed), budget + 2 * len(honest), owner=owner)
+    service = Service(oracle, defense, cfg.seed, budget, honest, attacker_accounts=int(getattr(attack, "accounts", 1)),
+                      exit_flops=victim.exit_flops())
 
     ctx = AttackContext(seed=cfg.seed, device=cfg.device, substitute=substitute, progress=progress)
-    t0 = time.perf_counter()
-    stolen = attack.run(defended.black_box(), query, budget, ctx)
-    attack_seconds = time.perf_counter() - t0
+    stolen, attack_seconds = run_attack(service, attack, query, budget, ctx, cfg.device)
+    service.finish()
 
     if inspect is not None:
         inspect({"victim": victim, "stolen": stolen, "task": task, "query": query})
-    scores = compare(victim, stolen.model, task.test, cfg.device)
+    scores = compare(victim, stolen.model, test, cfg.device)
     if stolen.inferred_exits is not None:
         true = run_early_exit(victim, type(query)(query.x[stolen.query_index], query.y[stolen.query_index]),
                               cfg.device).exits
@@ -82,9 +89,9 @@ def run(cfg: RunConfig, progress: bool = True, inspect: Callable[[dict], None] |
         scores.update(exit_accuracy(true, stolen.inferred_exits, victim.num_exits, k_inferred))
     else:
         scores.update({"exit_accuracy": None, "exit_accuracy_baseline": None})
-    scores["queries"] = oracle.used
+    scores["queries"] = service.used
     scores["attack_seconds"] = attack_seconds
-    scores.update(energy_scores(victim, stolen.model, task.test, cfg.device))
+    scores.update(energy_scores(victim, stolen.model, test, cfg.device))
 
     return Result(
         config=cfg.to_json(),
@@ -94,10 +101,9 @@ def run(cfg: RunConfig, progress: bool = True, inspect: Callable[[dict], None] |
                 "thresholds": victim.thresholds.tolist(), "latency_profile": profile.to_json(),
                 "cached": entry.cached, "train_seconds": entry.train_seconds},
         defense={"name": defense_name(defense), "acts_on": defense.acts_on, "options": plugin_options(defense),
-                 "cost": defense_cost(defense, VictimOracle(victim, make_timing(cfg.timing, profile, cfg.seed + 1),
-                                                            len(task.test)),
-                                      task.test, cfg.seed, defended.cost(), scores["victim_acc"])},
-        attack={"name": cfg.attack, "options": plugin_options(attack), "details": stolen.details,
+                 "cost": service.cost()},
+        attack={"name": attack.name if attack.name != "attack" else type(attack).__name__,
+                "options": plugin_options(attack), "details": stolen.details,
                 "substitute_arch": substitute.name, "stolen_exit_flops": stolen.model.exit_flops()},
         environment=environment(cfg.device),
     )
@@ -105,18 +111,6 @@ def run(cfg: RunConfig, progress: bool = True, inspect: Callable[[dict], None] |
 
 def make_timing(kind: str, profile, seed: int):
     return SimulatedTiming(profile, seed) if kind == "simulated" else MeasuredTiming(profile)
-
-
-def defense_cost(defense, fresh_oracle, test, seed: int, during_attack: dict, victim_acc: float) -> dict:
-    """What the defense costs its owner: accuracy lost on the test set (answers as served through
-    a fresh deployment of the defense) and the mean latency it added to the attacker's queries."""
-    served = defense.wrap(fresh_oracle, seed=seed + 1)
-    labels = []
-    for start in range(0, len(test), 512):
-        labels.append(served.query(test.images(slice(start, start + 512))).probs.argmax(1))
-    defended_acc = float((torch.cat(labels) == test.y).double().mean())
-    return {"accuracy_lost": victim_acc - defended_acc, "defended_acc": defended_acc,
-            "added_latency_mean_s": during_attack["added_latency_mean_s"]}
 
 
 def energy_scores(victim, stolen, test, device: str, n: int = 512) -> dict:

@@ -24,6 +24,9 @@ class AttackContext:
     device: str = "cpu"
     substitute: VictimSpec | None = None
     progress: bool = True
+    #: further accounts (BlackBox handles sharing the one budget) for an attack whose class or
+    #: options ask for ``accounts > 1`` (Sybil attacks); the first account is ``run``'s oracle
+    sybils: tuple[BlackBox, ...] = ()
 
 
 @dataclass
