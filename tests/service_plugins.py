@@ -11,6 +11,7 @@ import gc
 import itertools
 import sys
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -30,7 +31,7 @@ def _server_side(obj) -> bool:
 
 
 class Spy(Tensor):
-    seen: list = []
+    seen: ClassVar[list] = []
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
