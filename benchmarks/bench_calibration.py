@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
     import torch
 
-    from attacks.exits import estimate_exits
+    from attacks._exits import estimate_exits
     from benchmark.plugins import VICTIMS
     from benchmark.timing import SimulatedTiming, calibrate
 

@@ -1,4 +1,4 @@
-"""How often the KDE exit recovery (``attacks.exits.estimate_exits``) gets the number of exits right
+"""How often the KDE exit recovery (``attacks._exits.estimate_exits``) gets the number of exits right
 on simulated latencies, with and without the significance test for rare peaks.
 
     .venv/bin/python benchmarks/bench_exit_recovery.py              # 30 draws per case
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import pandas as pd
 
-    from attacks.exits import estimate_exits
+    from attacks._exits import estimate_exits
 
     right: dict[str, dict[str, int]] = {}
     rng = np.random.default_rng(args.seed)

@@ -5,8 +5,8 @@ and the KDE exit estimation on the same N. Run: ``.venv/bin/pytest benchmarks/te
 import numpy as np
 import pytest
 
+from attacks._exits import estimate_exits
 from attacks._strategy import exits_under, search_thresholds
-from attacks.exits import estimate_exits
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attacks.exits import estimate_exits
+from attacks._exits import estimate_exits
 
 
 def _latencies(means, stds, weights, n=10_000, seed=0):
@@ -49,7 +49,7 @@ def test_uniform_jitter_hides_exits():
 def test_binned_density_matches_exact_kde():
     from scipy.stats import gaussian_kde
 
-    from attacks.exits import binned_density
+    from attacks._exits import binned_density
 
     rng = np.random.default_rng(0)
     z = np.concatenate([rng.normal(0.2, 0.02, 3000), rng.normal(0.7, 0.05, 1000)])
