@@ -46,7 +46,7 @@ BEFORE = "single-pass linear time (before)"
 RULES = {  # column -> options of the current rule, or BEFORE: the frozen copy of the rule it replaced
     "default (rare peaks tested)": {},
     BEFORE: BEFORE,
-    "prominence only (before)": {"rare_prominence": 0.005},
+    "prominence only (no rare floor)": {"rare_prominence": 0.005},
     "low prominence, no test": {"min_z": 0.0},
 }
 
