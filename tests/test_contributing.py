@@ -158,9 +158,9 @@ RUN = {
 }
 NOT_RUN = {
     "OMP_NUM_THREADS=1 .venv/bin/python -m leaderboard submit --attack \"$attack\" --defense <name> --seed 0 "
-    "--budget 10000": "each submit is a full run at the leaderboard's settings (budget 10,000, victim trained in "
-                      "full, its own process): minutes per attack; its arguments are parsed here and the run path "
-                      "is covered by test_run_runs_it and tests/test_leaderboard*.py",
+    "--budget 10000": "each submit is a full run at the leaderboard's fixed settings (budget 10,000, default "
+                      "victim, its own process), one per attack: too long for the test suite; its arguments are "
+                      "parsed here and the run path is covered by test_run_runs_it and tests/test_leaderboard*.py",
     "git add leaderboard/entries leaderboard/LEADERBOARD.md && git commit":
         "changes the checkout's git history; never run by a test",
 }
