@@ -1,7 +1,7 @@
 """ours: the multi-exit model stealing attack (arXiv 2305.13584, Sec. 2).
 
 1. Estimation: query the victim with a task-irrelevant query set; KDE over the response times
-   recovers each query's exit and the number of exits (Sec. 2.2, Eq. 1; ``attacks/exits.py``; an
+   recovers each query's exit and the number of exits (Sec. 2.2, Eq. 1; ``attacks/_exits.py``; an
    exit used by few queries counts when its peak is statistically significant, ``rare_prominence``
    and ``min_z``).
    With ``repeats`` > 1 every query is asked that often and its fastest time is kept (defeats
@@ -28,8 +28,8 @@ import torch
 from torch import Tensor
 
 from attacks._common import kl_to_targets, query_split
+from attacks._exits import estimate_exits
 from attacks._strategy import search_thresholds
-from attacks.exits import estimate_exits
 from benchmark.api.attack import Attack, AttackContext, StolenModel
 from benchmark.data import Split
 from benchmark.errors import ConfigError

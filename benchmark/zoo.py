@@ -117,7 +117,9 @@ def load_state(model: torch.nn.Module, path: Path) -> None:
 
 def latency_profile(entry: ZooEntry, device: str) -> LatencyProfile:
     """The victim's calibrated per-exit latency profile on this machine and device type, measured
-    once and cached beside the weights (so warm runs replay the same simulated timings)."""
+    once and cached beside the weights (so warm runs replay the same simulated timings). A profile
+    that ``calibrate`` could not measure reliably is kept with ``reliable: false`` (in the cache and
+    so in every result's ``victim.latency_profile``), and each run that uses it says so in one line."""
     dev = torch.device(device).type
     path = entry.path.with_name(entry.path.stem + f".latency-{dev}.json")
     if path.exists():
@@ -127,6 +129,9 @@ def latency_profile(entry: ZooEntry, device: str) -> LatencyProfile:
             raise StealBenchError(f"cached latency profile {path} is unreadable ({exc}); delete it") from exc
         problem = profile_problem(cached, entry.model.num_exits)
         if problem is None:
+            if cached.reliable is False:
+                print(f"warning: cached latency profile {path} was marked unreliable when it was calibrated "
+                      f"(exits not separated or the machine busy); delete it to calibrate again", file=sys.stderr)
             return cached
         print(f"warning: cached latency profile {path} {problem}; calibrating again", file=sys.stderr)
     profile = calibrate(entry.model)

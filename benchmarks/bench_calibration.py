@@ -8,7 +8,9 @@ rounds, of which the quietest ``keep`` fraction is kept; 1.0 keeps all), it cali
 not depend on the weights, so it is left untrained) ``--trials`` times, then simulates the default
 attack's 10,000 latencies from each profile with the default victim's exit mix and runs the
 attack's KDE exit recovery on them. Printed per row: the profile's means (us), its largest spread
-relative to the mean, and how many of the four exits the KDE found (and how often all four).
+relative to the mean, how many of the four exits the KDE found (and how often all four; ``*``: a
+profile ``calibrate`` marked unreliable after its 3 measurements), how many profiles were marked
+reliable, and how often all four exits were found from those.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
     import torch
 
-    from attacks.exits import estimate_exits
+    from attacks._exits import estimate_exits
     from benchmark.plugins import VICTIMS
     from benchmark.timing import SimulatedTiming, calibrate
 
@@ -59,18 +61,22 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.5 if busy else 0.0)
         try:
             for reps, keep in ((int(c.split(":")[0]), float(c.split(":")[1])) for c in args.configs.split(",")):
-                means, spreads, found = [], [], []
+                means, spreads, found, flags = [], [], [], []
                 for trial in range(args.trials):
                     prof = calibrate(net, reps=reps, keep=keep)
                     exits = np.random.default_rng(trial).choice(4, 10_000, p=EXIT_MIX)
                     found.append(estimate_exits(SimulatedTiming(prof, trial).latencies(exits)).num_exits)
                     means.append(prof.mean)
+                    flags.append(prof.reliable is True)
                     spreads.append(max(s / m for s, m in zip(prof.std, prof.mean)))
                 rows.append({"busy processes": busy, "reps": reps, "keep": keep,
                              "means (us, median of trials)": " / ".join(f"{1e6 * m:.0f}" for m in np.median(means, 0)),
                              "largest spread / mean": f"{min(spreads):.3f}-{max(spreads):.3f}",
-                             "exits found (of 4)": " ".join(map(str, found)),
-                             "all 4 found": f"{sum(f == 4 for f in found)}/{len(found)}"})
+                             "exits found (of 4)": " ".join(f"{f}{'' if ok else '*'}" for f, ok in zip(found, flags)),
+                             "all 4 found": f"{sum(f == 4 for f in found)}/{len(found)}",
+                             "reliable": f"{sum(flags)}/{len(found)}",
+                             "all 4 found when reliable":
+                                 f"{sum(f == 4 and ok for f, ok in zip(found, flags))}/{sum(flags)}"})
         finally:
             stop.set()
             for proc in spinners:

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attacks.exits import estimate_exits
+from attacks._exits import estimate_exits
 
 
 def _latencies(means, stds, weights, n=10_000, seed=0):
@@ -49,7 +49,7 @@ def test_uniform_jitter_hides_exits():
 def test_binned_density_matches_exact_kde():
     from scipy.stats import gaussian_kde
 
-    from attacks.exits import binned_density
+    from attacks._exits import binned_density
 
     rng = np.random.default_rng(0)
     z = np.concatenate([rng.normal(0.2, 0.02, 3000), rng.normal(0.7, 0.05, 1000)])
@@ -85,16 +85,21 @@ def test_sparse_tail_is_not_an_exit():
 
 
 def test_exit_recovery_benchmark_script(capsys):
-    """benchmarks/bench_exit_recovery.py: one draw of every case, a row each, rare exits found."""
+    """benchmarks/bench_exit_recovery.py: one draw of every case, a row each, rare exits found (and the
+    calibrated EPYC profile's four exits by the current rule only); the speed table times both rules."""
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_exit_recovery.py"
     spec = importlib.util.spec_from_file_location("bench_exit_recovery", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     main = module.main
-    assert main(["--draws", "1"]) == 0
-    rows = {line.split("|")[1].strip(): line for line in capsys.readouterr().out.splitlines()[2:]}
-    assert len(rows) == 8 and rows["rare 6-exit"].split("|")[2].strip() == "1 / 1"
-    assert main(["--draws", "0"]) == 2
+    assert main(["--draws", "1", "--rounds", "1"]) == 0
+    recovery, timed = capsys.readouterr().out.split("\n\n")
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in recovery.splitlines()[2:]}
+    assert len(rows) == 9 and rows["rare 6-exit"][0].strip() == "1 / 1"
+    assert [c.strip() for c in rows["4-exit EPYC profile"][:2]] == ["1 / 1", "0 / 1"]  # current rule, the one before
+    speeds = [line.split("|")[1:3] for line in timed.strip().splitlines()[2:]]
+    assert [(r.strip().split(" (")[1], int(k)) for r, k in speeds] == [("default)", 7), ("before)", 7)]
+    assert main(["--draws", "0", "--rounds", "0"]) == 2
 
 
 def _separated_profiles(rng, n):
