@@ -20,7 +20,8 @@ from benchmark.paths import cache_dir
 def canonical_bytes(x: Tensor) -> list[bytes]:
     """Each image's canonical form: its pixels quantised to the 256 uint8 levels images are stored
     in (``round(255 x)``). A perturbation of less than half a level per pixel (e.g. one float step,
-    ``torch.nextafter``) leaves it unchanged; images that differ by a level anywhere differ."""
+    ``torch.nextafter``) of a stored image leaves it unchanged; images that differ by a level
+    anywhere differ; a pixel placed exactly on a rounding boundary flips with one float step."""
     q = x.detach().cpu().float().clamp(0, 1).mul(255).round().to(torch.uint8).contiguous().numpy()
     return [q[i].tobytes() for i in range(len(q))]
 

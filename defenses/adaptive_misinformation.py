@@ -17,9 +17,10 @@ of the owner's training split, Adam with learning rate ``misinfo_lr``, loss
 Departures from the paper, stated: (1) the OOD score is the deployed victim's own max softmax
 probability; the paper trains the defended model with Outlier Exposure to sharpen that score (no
 outlier data is part of the owner's resources here); (2) ``f^`` has the victim's architecture
-(its final exit's output; freshly initialised, seeded) and is trained briefly (by default one
-epoch on 2,000 images) rather than to convergence: it answers wrongly on the owner's data but is
-a cheap stand-in for the paper's fully trained one. It is trained once per victim, options and
+(its final exit's output; freshly initialised, seeded) and is trained briefly (by default two
+epochs on 2,000 images, batch 64, 64 Adam steps) rather than to convergence: a cheap stand-in for
+the paper's fully trained one, which puts less than chance probability on the true class but not
+as little as a converged one would. It is trained once per victim, options and
 seed and cached under the StealBench cache (``defenses/adaptive_misinformation/``, keyed by the
 victim's cache key). Cost: training ``f^`` once (seconds on a CPU for ``sdn-tiny``), one forward
 pass of ``f^`` per query, and the honest accuracy lost where honest inputs score below ``tau``.
@@ -39,6 +40,8 @@ from benchmark.oracle import Oracle, OwnerResources, Response
 from benchmark.plugins import DEFENSES
 from defenses._common import defense_cache, fresh_copy, require_owner
 
+BATCH = 64  # misinformation-model training batch
+
 
 def misinformation_loss(logits: Tensor, y: Tensor) -> Tensor:
     """``-log(1 - p_y)``: low when the model puts little probability on the true class."""
@@ -56,9 +59,9 @@ class AdaptiveMisinformation(Defense):
 
     tau: float = 0.5
     nu: float = 1000.0
-    misinfo_epochs: int = 1
+    misinfo_epochs: int = 2
     misinfo_images: int = 2000
-    misinfo_lr: float = 3e-3
+    misinfo_lr: float = 1e-2
 
     def __post_init__(self) -> None:
         if not 0 <= self.tau <= 1:
@@ -94,8 +97,8 @@ class AdaptiveMisinformation(Defense):
             torch.manual_seed(seed + 0xA3)
             for _ in range(self.misinfo_epochs):
                 order = idx[torch.randperm(len(idx), generator=gen)]
-                for start in range(0, len(order), 128):
-                    batch = order[start:start + 128]
+                for start in range(0, len(order), BATCH):
+                    batch = order[start:start + BATCH]
                     x, y = train.images(batch, owner.device), train.y[batch].to(owner.device)
                     loss = misinformation_loss(net(x)[-1], y)
                     opt.zero_grad()

@@ -10,9 +10,12 @@ The key is the input's canonical form, its pixels quantised to the 256 uint8 lev
 stored in (``defenses._common.canonical_bytes``), not its exact float bytes: a perturbation below
 half a level per pixel (e.g. one float step, ``torch.nextafter``) gets the same delay. What it
 costs and what it leaves open: two inputs that round to the same uint8 image share a delay (they
-are the same image as stored), and an attacker who moves one pixel by a whole level (1/255)
-draws a fresh delay; such repeats are no longer imperceptible in float precision but still are
-to the eye. Hashing one 32x32x3 image costs a few microseconds.
+are the same image as stored); an attacker who moves one pixel by a whole level (1/255) draws a
+fresh delay (imperceptible to the eye, no longer to float precision); and an attacker who first
+puts pixels exactly on rounding boundaries (half a level off a stored value) can flip the key of
+each such pixel with one float step, so the keyed delay stops averaging-by-repeats only for
+inputs it did not craft (any quantised key has boundaries; see
+``tests/test_literature_defenses.py``). Hashing one 32x32x3 image costs a few microseconds.
 """
 
 from __future__ import annotations
