@@ -52,6 +52,8 @@ def misinformation_loss(logits: Tensor, y: Tensor) -> Tensor:
 @DEFENSES.register("adaptive_misinformation")
 @dataclass(frozen=True)
 class AdaptiveMisinformation(Defense):
+    """OOD-gated misinformation answers (Kariyappa & Qureshi, CVPR 2020)."""
+
     acts_on = "output"
     #: needs ``oracle.owner`` (the victim's architecture and the owner's training data)
     needs_owner: ClassVar[bool] = True

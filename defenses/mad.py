@@ -75,6 +75,8 @@ def mad_perturb(y: Tensor, p: Tensor, epsilon: float, top1: bool) -> Tensor:
 @DEFENSES.register("mad")
 @dataclass(frozen=True)
 class MAD(Defense):
+    """Prediction poisoning by maximising angular deviation (Orekondy et al., ICLR 2020)."""
+
     acts_on = "output"
     #: needs ``oracle.owner`` (the victim's architecture for the surrogate)
     needs_owner: ClassVar[bool] = True

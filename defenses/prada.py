@@ -76,6 +76,8 @@ class Account:
 @DEFENSES.register("prada")
 @dataclass(frozen=True)
 class Prada(Defense):
+    """Per-account Shapiro-Wilk detection of synthetic query streams; refuses (Juuti et al. 2019)."""
+
     acts_on = "detection"
     zero_options: ClassVar[dict] = {"delta": 0.0}
 

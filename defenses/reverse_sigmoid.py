@@ -54,6 +54,8 @@ def reverse_sigmoid(probs: Tensor, beta: float, gamma: float) -> Tensor:
 @DEFENSES.register("reverse_sigmoid")
 @dataclass(frozen=True)
 class ReverseSigmoid(Defense):
+    """Reverse-sigmoid perturbation of the probabilities (Lee et al. 2019); keeps the label."""
+
     acts_on = "output"
     zero_options: ClassVar[dict] = {"beta": 0.0}
 

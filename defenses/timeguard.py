@@ -41,6 +41,8 @@ from defenses.jitter import exit_span
 @DEFENSES.register("timeguard")
 @dataclass(frozen=True)
 class TimeGuard(Defense):
+    """Input-keyed half-normal delay capped at the slowest exit (TimeGuard, CCS 2022)."""
+
     acts_on = "timing"
     zero_options: ClassVar[dict] = {"sigma": 0.0}
 
