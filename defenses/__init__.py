@@ -2,6 +2,7 @@
 
 from defenses import (  # noqa: F401
     adaptive_misinformation,
+    exit_policy,
     jitter,
     mad,
     none,

@@ -48,7 +48,7 @@ def name(request):
 
 def test_all_in_tree_defenses_are_covered():
     assert {"none", "jitter", "padding", "rounding", "top1", "reverse_sigmoid", "mad",
-            "adaptive_misinformation", "prada", "timeguard"} <= set(NAMES)
+            "adaptive_misinformation", "prada", "timeguard", "per_class_exit", "random_exit"} <= set(NAMES)
 
 
 def test_is_a_frozen_dataclass_defense(name):
