@@ -8,10 +8,10 @@ owner's model (``oracle.owner.model``, all exits evaluated):
 
 - ``per_class_exit`` (Per-Class Exiting, PCE): one threshold per exit *and predicted class*,
   calibrated on the owner's validation split so that every predicted class exits at each exit at
-  the same rate (the victim's own overall exit rates on that split): at exit ``k``, among the
-  samples still running that exit ``k`` predicts as class ``c``, the most confident fraction
-  ``q_k`` exits. The exit then tells little about the class. The paper proves it gives no formal
-  guarantee.
+  the same rate (the victim's own overall exit rates on that split): at exit ``k``, of the
+  samples still running that exit ``k`` predicts as class ``c``, the ``rate_k * n_c`` most
+  confident exit (``n_c``: validation samples the last exit labels ``c``). The exit then tells
+  little about the class; the paper proves it gives no formal guarantee.
 - ``random_exit`` (Confidence-Guided Randomness, CGR): with probability ``rho`` the exit is drawn
   at random from the target exit rates (independently of the input), otherwise PCE's exit is used;
   ``rho=1`` is exiting at random by the target rates, ``rho=0`` is PCE.
@@ -59,26 +59,26 @@ def exit_confidences(model, x: Tensor, device: str, batch: int = 512) -> tuple[T
 
 
 def calibrate_pce(probs: Tensor, rates: np.ndarray) -> Tensor:
-    """Per-exit, per-class thresholds (E, C) making every predicted class exit at ``rates``."""
+    """Per-exit, per-class thresholds (E, C) making every predicted class exit at ``rates``.
+
+    A class's size is counted by the last exit's prediction (the full network's label, a proxy
+    for the label the service returns); at exit ``k`` the ``rates[k] * size_c`` most confident
+    still-running samples that exit ``k`` predicts as ``c`` exit there."""
     n_exits, n, n_classes = probs.shape
     thresholds = torch.full((n_exits, n_classes), 2.0)
     thresholds[-1] = -1.0  # the last exit takes everything left
+    size = torch.bincount(probs[-1].argmax(1), minlength=n_classes)
     active = torch.ones(n, dtype=torch.bool)
-    left = 1.0
     for k in range(n_exits - 1):
-        q = float(rates[k]) / left if left > 0 else 0.0
         pred, conf = probs[k].argmax(1), probs[k].amax(1)
         for c in range(n_classes):
-            sel = active & (pred == c)
-            if sel.sum() == 0 or q <= 0:
+            want = round(float(rates[k]) * int(size[c]))
+            cand = conf[active & (pred == c)].sort(descending=True).values
+            if want <= 0 or len(cand) == 0:
                 continue
-            if q >= 1:
-                thresholds[k, c] = -1.0
-                continue
-            thresholds[k, c] = torch.quantile(conf[sel].double(), 1 - q).float()
+            thresholds[k, c] = cand[min(want, len(cand)) - 1]
         done = active & (conf >= thresholds[k, pred])
         active &= ~done
-        left -= float(rates[k])
     return thresholds
 
 

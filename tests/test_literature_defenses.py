@@ -216,3 +216,75 @@ def test_keyed_delay_limit_a_pixel_on_a_half_level_boundary_flips_the_key():
     above = x.clone()
     above[:, 0, 0, 0] = torch.nextafter(x[:, 0, 0, 0], torch.ones(8))
     assert (keyed.query(below).latency != keyed.query(above).latency).all()
+
+
+# ---- exit policies (CCS 2023) ------------------------------------------------------------------
+
+def _spread(exits: torch.Tensor, pred: torch.Tensor, rates: np.ndarray, n_exits: int = 4) -> float:
+    """Largest gap between a predicted class's exit rates and the overall target rates."""
+    worst = 0.0
+    for c in pred.unique():
+        sel = pred == c
+        if sel.sum() < 10:
+            continue
+        r = np.bincount(exits[sel].numpy(), minlength=n_exits) / int(sel.sum())
+        worst = max(worst, float(np.abs(r - rates).max()))
+    return worst
+
+
+@pytest.fixture(scope="module")
+def briefly_trained_oracle():
+    """The tiny victim trained for a few seconds (so it predicts several classes) with thresholds at
+    quantiles of each exit's confidence on the owner's validation split (so exits spread)."""
+    exact = LatencyProfile(PROFILE.mean, (0.0,) * 4, "noiseless")
+    oracle = tiny_oracle(budget=100_000, profile=exact, owner=True)
+    model, task = oracle.owner.model, oracle.owner.task
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(4):
+        for start in range(0, len(task.train), 64):
+            rows = torch.arange(start, min(start + 64, len(task.train)))
+            x, y = task.train.images(rows), task.train.y[rows]
+            loss = sum(torch.nn.functional.cross_entropy(lg, y) for lg in model(x))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        conf = [torch.softmax(lg, 1).amax(1) for lg in model(task.val.images())]
+    model.set_thresholds([float(conf[k].quantile(q)) for k, q in enumerate((0.7, 0.7, 0.6))] + [0.0])
+    return oracle
+
+
+def test_per_class_exit_balances_exit_rates_across_predicted_classes(briefly_trained_oracle):
+    oracle = briefly_trained_oracle
+    exact = LatencyProfile(PROFILE.mean, (0.0,) * 4, "noiseless")
+    wrapped = DEFENSES["per_class_exit"]().wrap(oracle, seed=0)
+    val = oracle.owner.task.val.images()
+    native = oracle.query(val)
+    out = wrapped.query(val)
+    rates = wrapped.state["rates"]
+    pred = out.probs.argmax(1)
+    assert _spread(out.exits, pred, rates) < 0.12  # every predicted class exits alike (on the calibration split)
+    assert _spread(native.exits, native.probs.argmax(1), rates) > 2 * _spread(out.exits, pred, rates)
+    # the answer is the chosen exit's softmax, its latency that exit's (noiseless profile)
+    every = torch.stack([torch.softmax(lg, 1) for lg in oracle.owner.model(val)])
+    assert torch.allclose(out.probs, every[out.exits, torch.arange(len(val))], atol=1e-6)
+    assert torch.allclose(out.latency, torch.tensor(exact.mean, dtype=torch.float64)[out.exits])
+
+
+def test_random_exit_at_rho_one_exits_independently_of_the_input(briefly_trained_oracle):
+    oracle = briefly_trained_oracle
+    wrapped = DEFENSES["random_exit"](rho=1.0).wrap(oracle, seed=0)
+    x = _images(600, 21)
+    out = wrapped.query(x)
+    rates = wrapped.state["rates"]
+    counts = np.bincount(out.exits.numpy(), minlength=4)
+    keep = rates > 0
+    assert stats.chisquare(counts[keep], rates[keep] * len(x)).pvalue > 0.001
+    pce = DEFENSES["per_class_exit"]().wrap(oracle, seed=0).query(x).exits
+    assert (out.exits != pce).float().mean() > 0.2  # not PCE's decisions
+    half = DEFENSES["random_exit"](rho=0.5).wrap(oracle, seed=0).query(x).exits
+    agree = float((half == pce).float().mean())
+    assert 0.5 < agree < 0.95  # about half of the exits follow PCE, the rest are drawn
