@@ -1,3 +1,15 @@
 """In-tree defenses; importing this package registers them."""
 
-from defenses import jitter, none, padding, rounding, top1  # noqa: F401
+from defenses import (  # noqa: F401
+    adaptive_misinformation,
+    exit_policy,
+    jitter,
+    mad,
+    none,
+    padding,
+    prada,
+    reverse_sigmoid,
+    rounding,
+    timeguard,
+    top1,
+)

@@ -3,16 +3,25 @@
 ``size`` is the jitter's scale relative to the victim's exit-latency span (slowest minus fastest
 exit mean), so one setting means the same on every machine; ``dist`` picks uniform [0, size*span]
 or exponential with mean size*span/2. With ``keyed=true`` the jitter is a keyed pseudo-random
-function of the input bytes (HMAC-SHA256 with a secret drawn from the seed), so asking the same
-query again returns the same delay and repeating queries cannot average it away.
+function of the input (HMAC-SHA256 with a secret drawn from the seed), so asking the same query
+again returns the same delay and repeating queries cannot average it away.
+
+The key is the input's canonical form, its pixels quantised to the 256 uint8 levels images are
+stored in (``defenses._common.canonical_bytes``), not its exact float bytes: a perturbation below
+half a level per pixel (e.g. one float step, ``torch.nextafter``) gets the same delay. What it
+costs and what it leaves open: two inputs that round to the same uint8 image share a delay (they
+are the same image as stored); an attacker who moves one pixel by a whole level (1/255) draws a
+fresh delay (imperceptible to the eye, no longer to float precision); and an attacker who first
+puts pixels exactly on rounding boundaries (half a level off a stored value) can flip the key of
+each such pixel with one float step, so the keyed delay stops averaging-by-repeats only for
+inputs it did not craft (any quantised key has boundaries; see
+``tests/test_literature_defenses.py``). Hashing one 32x32x3 image costs a few microseconds.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -22,6 +31,7 @@ from benchmark.api.defense import Defense
 from benchmark.errors import ConfigError
 from benchmark.oracle import Oracle, Response
 from benchmark.plugins import DEFENSES
+from defenses._common import keyed_uniforms
 
 
 def exit_span(oracle: Oracle) -> float:
@@ -41,6 +51,9 @@ class Jitter(Defense):
     dist: str = "uniform"
     keyed: bool = False
 
+    #: options at which the defense answers exactly as ``none`` (checked by the contract tests)
+    zero_options: ClassVar[dict] = {"size": 0.0}
+
     def __post_init__(self) -> None:
         if self.size < 0:
             raise ConfigError(f"defense 'jitter': size must be >= 0, got {self.size}")
@@ -55,12 +68,7 @@ class Jitter(Defense):
     def _uniforms(self, state: dict, x: Tensor) -> np.ndarray:
         if not self.keyed:
             return state["rng"].random(len(x))
-        flat = x.detach().cpu().contiguous().numpy()
-        out = np.empty(len(x))
-        for i in range(len(x)):
-            digest = hmac.new(state["key"], flat[i].tobytes(), hashlib.sha256).digest()
-            out[i] = (int.from_bytes(digest[:8], "big") + 0.5) / 2.0**64
-        return out
+        return keyed_uniforms(state["key"], x)
 
     def apply(self, state: Any, x: Tensor, response: Response, account: str = "") -> Response:
         u = self._uniforms(state, x)

@@ -2,7 +2,9 @@
 
 import torch
 
-from benchmark.oracle import VictimOracle
+from benchmark.data import TaskData
+from benchmark.datasets.synthetic import make_task_split
+from benchmark.oracle import OwnerResources, VictimOracle
 from benchmark.plugins import VICTIMS
 from benchmark.timing import LatencyProfile, SimulatedTiming
 
@@ -16,5 +18,17 @@ def tiny_victim(seed: int = 0):
     return net
 
 
-def tiny_oracle(budget: int = 1000, seed: int = 0, profile: LatencyProfile = PROFILE) -> VictimOracle:
-    return VictimOracle(tiny_victim(), SimulatedTiming(profile, seed), budget)
+def tiny_task(n: int = 256, seed: int = 0) -> TaskData:
+    """A small slice of the embedded synthetic task (the owner's data in defense tests)."""
+    gen = torch.Generator().manual_seed(seed)
+    train, val, test = (make_task_split(n, gen) for _ in range(3))
+    return TaskData("synthetic", train, val, test, 10)
+
+
+def tiny_oracle(budget: int = 1000, seed: int = 0, profile: LatencyProfile = PROFILE,
+                owner: bool = False) -> VictimOracle:
+    """The tiny victim served with simulated timing; ``owner=True`` also gives the server-side
+    owner resources (the model, a tiny task, cpu, a fixed cache key) that some defenses need."""
+    model = tiny_victim()
+    resources = OwnerResources(model, tiny_task(), "cpu", "test-sdn-tiny") if owner else None
+    return VictimOracle(model, SimulatedTiming(profile, seed), budget, owner=resources)
