@@ -59,3 +59,9 @@ def test_default_rule_keeps_the_zoo_key():
     task = TASKS["synthetic"](DataRequest(Path("unused")))
     assert victim_key(VICTIMS["sdn-tiny"](), task, 0) == victim_key(VICTIMS["sdn-tiny"](exit_rule="owner"), task, 0)
     assert victim_key(VICTIMS["sdn-tiny"](), task, 0) != victim_key(VICTIMS["sdn-tiny"](exit_rule="balanced"), task, 0)
+
+
+def test_exit_mix_is_checked():
+    assert VICTIMS["sdn-tiny"](exit_rule="balanced", exit_mix=(0.1, 0.2, 0.3, 0.4)).exit_mix == (0.1, 0.2, 0.3, 0.4)
+    with pytest.raises(ConfigError, match="exit_mix must be non-negative shares summing to 1"):
+        VICTIMS["sdn-tiny"](exit_rule="balanced", exit_mix=(0.5, 0.6, 0.0, 0.0))

@@ -70,19 +70,24 @@ class SDNSpec(VictimSpec):
     ``exit_rule`` (the owner's output strategy, chosen on validation data after training; the
     weights do not depend on it): ``owner`` (default; ``victims._training.choose_thresholds``:
     per-exit thresholds keeping the final exit's accuracy), ``balanced`` (per-exit thresholds aimed
-    at an equal share of samples per exit, ``balanced_thresholds``) or ``per-class`` (exit k fires
-    when its confidence is >= 0.5 and the class it predicts may leave at k: classes ranked by the
-    first exit's accuracy and cut into K groups, group g leaving at exit g or later,
-    ``class_first_exits``). Mixes measured in docs/victims.md.
+    at an equal share of samples per exit, or at the shares ``exit_mix``, ``balanced_thresholds``)
+    or ``per-class`` (exit k fires when its confidence is >= 0.5 and the class it predicts may
+    leave at k: classes ranked by the first exit's accuracy and cut into K groups, group g
+    leaving at exit g or later, ``class_first_exits``). Mixes measured in docs/victims.md.
     """
 
     exit_rule: str = "owner"
+    #: ``exit_rule=balanced``: the exit mix to aim at, one share per exit (empty: equal shares)
+    exit_mix: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.exit_rule not in EXIT_RULES:
             raise ConfigError(f"victim {self.name!r}: exit_rule must be one of {', '.join(EXIT_RULES)}, "
                               f"got {self.exit_rule!r}")
+        if self.exit_mix and (any(m < 0 for m in self.exit_mix) or abs(sum(self.exit_mix) - 1) > 1e-6):
+            raise ConfigError(f"victim {self.name!r}: exit_mix must be non-negative shares summing to 1, "
+                              f"got {self.exit_mix}")
 
     def build(self, num_classes: int, input_shape: tuple[int, ...], exits: int | None = None) -> MultiExitNet:
         net = super().build(num_classes, input_shape, exits)
@@ -97,7 +102,10 @@ class SDNSpec(VictimSpec):
         conf, pred = exit_confidences(model, task.val, device)
         correct = pred == task.val.y[:, None]
         if self.exit_rule == "balanced":
-            model.set_thresholds(balanced_thresholds(conf))
+            if self.exit_mix and len(self.exit_mix) != model.num_exits:
+                raise ConfigError(f"victim {self.name!r}: exit_mix has {len(self.exit_mix)} shares for "
+                                  f"{model.num_exits} exits")
+            model.set_thresholds(balanced_thresholds(conf, self.exit_mix or None))
         elif self.exit_rule == "per-class":
             first = class_first_exits(correct, model.num_classes, task.val.y)
             model.first_exit.copy_(first.to(model.first_exit.device))
