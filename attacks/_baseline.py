@@ -16,23 +16,39 @@ Training (:func:`train_substitute`)
     The source papers train single-exit models with their own recipes (cited in each plugin);
     their optimiser settings are not carried over.
 
-Output strategy: the global-threshold SDN rule (:func:`global_threshold`)
-    Without timing information the attacker does what a victim owner does when deploying an SDN
-    (Kaya et al., "Shallow-Deep Networks", ICML 2019: early exit with one confidence threshold for
-    all internal classifiers, picked by sweeping candidates on held-out data): one threshold ``q``
-    shared by every internal exit; a sample leaves at the first internal exit whose max-softmax is
-    >= ``q``, otherwise at the last exit. ``q`` is calibrated on held-out data:
+Substitute (:func:`build_substitute`)
+    The attacker's family (``--substitute-arch``, else the victim's family) with the family's
+    **default** options and exit placement (``type(ctx.substitute)()``): a baseline does not infer
+    exits, so it gets neither the victim's exit count nor any other victim option (with
+    ``--victim-opt exits=6`` the victim has 6 exits, a baseline's ``sdn-tiny`` substitute 4).
 
-    - held-out data: a random ``val_fraction`` (default 10%) of the attack's own queries, never
-      trained on, labelled with the victim's top-1 answers (the attacker has no task labels);
+Queries used for training
+    Every attack of the suite trains on **all** the queries it bought (``val_fraction`` default 0,
+    as ``ours``), and chooses its output strategy on those same queries. ``val_fraction`` > 0 holds
+    a random share out of training for the ``owner-rule`` calibration (the behaviour before issue
+    17 was ``val_fraction=0.1``).
+
+Output strategy, option ``strategy``:
+
+``global`` (default; the paper's likely reading)
+    One fixed confidence threshold for every internal exit, ``threshold`` (default 0.9): a sample
+    leaves at the first internal exit whose max-softmax is >= ``threshold``, otherwise at the last
+    exit. Nothing is calibrated.
+
+``owner-rule`` (the behaviour before issue 17)
+    The global-threshold SDN rule a victim owner uses when deploying an SDN (Kaya et al.,
+    "Shallow-Deep Networks", ICML 2019: one confidence threshold for all internal classifiers,
+    picked by sweeping candidates on held-out data), i.e. the baseline re-derives an owner's
+    policy (:func:`global_threshold`). One threshold ``q`` shared by every internal exit, calibrated:
+
+    - data: the held-out ``val_fraction`` of the attack's own queries if > 0, else its training
+      queries, labelled with the victim's top-1 answers (the attacker has no task labels);
     - candidates: ``q`` in 0.10, 0.11, ..., 0.99, 0.995, 0.999 and "never" (no early exit);
     - for each candidate: accuracy (agreement with the victim's top-1) and mean FLOPs per sample
-      under early exit on the held-out data;
+      under early exit on that data;
     - rule: **the cheapest candidate whose accuracy is at least (1 - tolerance) x the best
       candidate's accuracy** (default ``tolerance`` 0.01, i.e. within 1% of the best); ties go
       to the higher accuracy, then to the larger ``q``.
-
-    With ``val_fraction=0`` the rule runs on the training queries themselves.
 """
 
 from __future__ import annotations
@@ -55,6 +71,7 @@ from benchmark.training import exit_confidences, fit
 #: candidate global thresholds of the SDN rule (NEVER = no early exit)
 GRID: tuple[float, ...] = (*(round(0.10 + 0.01 * i, 2) for i in range(90)), 0.995, 0.999, NEVER)
 NOISE_KINDS = ("bernoulli", "uniform", "gaussian")
+STRATEGIES = ("global", "owner-rule")
 
 
 @dataclass(frozen=True)
@@ -67,8 +84,10 @@ class BaselineAttack(Attack):
     epochs: int = 10
     lr: float = 2e-3
     batch_size: int = 128
-    val_fraction: float = 0.1
+    val_fraction: float = 0.0
     tolerance: float = 0.01
+    strategy: str = "global"
+    threshold: float = 0.9
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -77,6 +96,11 @@ class BaselineAttack(Attack):
             raise ConfigError(f"attack {self.name!r}: val_fraction must be in [0, 1), got {self.val_fraction}")
         if not 0 <= self.tolerance < 1:
             raise ConfigError(f"attack {self.name!r}: tolerance must be in [0, 1), got {self.tolerance}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"attack {self.name!r}: strategy must be one of {', '.join(STRATEGIES)}, "
+                              f"got {self.strategy!r}")
+        if not 0 < self.threshold <= 1:
+            raise ConfigError(f"attack {self.name!r}: threshold must be in (0, 1], got {self.threshold}")
 
     def step_size(self) -> int:
         """Queries of one indivisible step (a batch; ESA: a round)."""
@@ -136,9 +160,10 @@ def query_all(oracle: BlackBox, data: Split, ctx: AttackContext, desc: str) -> T
 # ---- training -------------------------------------------------------------------------------
 
 def build_substitute(oracle: BlackBox, ctx: AttackContext) -> MultiExitNet:
-    """A fresh substitute of the attacker's family with the family's own exit placement."""
+    """A fresh substitute of the attacker's family with the family's default options and exit
+    placement (never the victim's options: a baseline does not infer exits)."""
     torch.manual_seed(ctx.seed)
-    return ctx.substitute.build(oracle.num_classes, oracle.input_shape).to(ctx.device)
+    return type(ctx.substitute)().build(oracle.num_classes, oracle.input_shape).to(ctx.device)
 
 
 def train_substitute(model: MultiExitNet, data: Split, targets: Tensor, rows: Tensor, attack: BaselineAttack,
@@ -197,13 +222,19 @@ def global_threshold(conf: Tensor, pred: Tensor, labels: Tensor, exit_flops: lis
 
 def finish(model: MultiExitNet, data: Split, targets: Tensor, train_rows: Tensor, val_rows: Tensor,
            attack: BaselineAttack, ctx: AttackContext, details: dict[str, Any]) -> StolenModel:
-    """Set the substitute's thresholds by the global-threshold rule on the held-out rows (the
-    training rows if there are none) and package the result."""
-    rows = val_rows if len(val_rows) else train_rows
-    conf, pred = exit_confidences(model, Split(data.x[rows], data.y[rows]), ctx.device)
-    q, rule = global_threshold(conf, pred, targets[rows].argmax(1), model.exit_flops(), attack.tolerance)
+    """Set the substitute's thresholds by the output strategy (``global``: the fixed threshold;
+    ``owner-rule``: calibrated on the held-out rows, the training rows if there are none) and
+    package the result."""
+    if attack.strategy == "global":
+        q = attack.threshold
+        rule: dict[str, Any] = {"strategy": "global", "rule": "one fixed confidence threshold for every internal exit",
+                                "threshold": q}
+    else:
+        rows = val_rows if len(val_rows) else train_rows
+        conf, pred = exit_confidences(model, Split(data.x[rows], data.y[rows]), ctx.device)
+        q, rule = global_threshold(conf, pred, targets[rows].argmax(1), model.exit_flops(), attack.tolerance)
+        rule = {"strategy": "owner-rule", **rule, "held_out": bool(len(val_rows))}
     model.set_thresholds([q] * (model.num_exits - 1) + [0.0])
-    rule["held_out"] = bool(len(val_rows))
     details = {**details, "train_samples": len(train_rows), "thresholds": [float(t) for t in model.thresholds],
                "output_strategy": rule}
     return StolenModel(model.eval(), details)

@@ -39,8 +39,9 @@ budget 10,000 = 10 rounds of 1,000; test accuracy, an untrained substitute score
 
 Training differs from the paper's in the optimiser: like every baseline (``attacks/_baseline.py``)
 the substitute is trained on all exits with the suite's performance loss and Adam (lr 2e-3, batch
-128), here with a fresh step schedule in each E-step. A ``val_fraction`` of each round's queries
-is held out of training for the global-threshold SDN output strategy documented there.
+128), here with a fresh step schedule in each E-step, on the family's default exits, and with the
+output strategy (``strategy``: ``global`` fixed threshold or ``owner-rule``) documented there; a
+``val_fraction`` (default 0) of each round's queries can be held out of training for ``owner-rule``.
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ Not fixed by anything we could check in the paper, so options with stated defaul
 (Delta, 100 answers) and ``bandit_lr`` (0.1, the usual gradient-bandit step size). The paper trains
 pretrained ImageNet networks with SGD; here the substitute is trained like every other attack's
 (``attacks/_baseline.py``: performance loss on all exits, Adam, same epochs), and gets the
-global-threshold SDN output strategy, which is documented there.
+output strategy option ``strategy`` (``global`` fixed threshold, default, or ``owner-rule``), documented
+there.
 """
 
 from __future__ import annotations

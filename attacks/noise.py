@@ -10,8 +10,9 @@ channel is 1 with probability ``p`` = 0.5, else 0); ``uniform`` (U[0, 1]) and ``
 normalisation) are options. The query set passed to the attack is ignored.
 
 The substitute is trained like every baseline's (``attacks/_baseline.py``: performance loss on all
-exits, Adam, same epochs as ``ours``) and gets the global-threshold SDN output strategy, calibrated
-on held-out noise queries, which is all the data this attacker has.
+exits, Adam, same epochs as ``ours``, the family's default exits) and gets the output strategy
+option ``strategy`` documented there (``owner-rule`` calibrates on noise queries, which is all the
+data this attacker has).
 """
 
 from __future__ import annotations

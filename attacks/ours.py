@@ -119,7 +119,9 @@ class Ours(Attack):
         # 2. training
         torch.manual_seed(ctx.seed)
         t0 = time.perf_counter()
-        model = ctx.substitute.build(oracle.num_classes, oracle.input_shape, exits=est.num_exits).to(ctx.device)
+        # the family's default options (never the victim's), with the inferred number of exits
+        model = type(ctx.substitute)().build(oracle.num_classes, oracle.input_shape,
+                                             exits=est.num_exits).to(ctx.device)
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
         targets, exit_dev = probs.to(ctx.device), exits.to(ctx.device)
 

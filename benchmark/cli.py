@@ -109,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("results_dir")
     rp.add_argument("--out", help="where to write (default: RESULTS_DIR/report)")
     rp.add_argument("--no-plots", dest="plots", action="store_false", help="tables only")
+
+    cp = sub.add_parser("compare", help="paired-seed comparison of two sets of result JSONs (A vs B, by seed)")
+    cp.add_argument("a", nargs="+", metavar="A.json", help="results of configuration A, one per seed")
+    cp.add_argument("--against", nargs="+", required=True, metavar="B.json",
+                    help="results of configuration B, one per seed (paired with A by config.seed)")
+    cp.add_argument("--metric", action="append",
+                    help="score to compare (repeatable; default: clo_query, clo, acc, cc_ratio where present)")
+    cp.add_argument("--json", action="store_true", help="print one JSON list instead of text")
     return p
 
 
@@ -247,6 +255,26 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from benchmark.errors import ConfigError
+    from benchmark.stats import compare_files, format_comparison
+
+    metrics = args.metric or ["clo_query", "clo", "acc", "cc_ratio"]
+    out = []
+    for metric in metrics:
+        try:
+            out.append(compare_files(args.a, args.against, metric))
+        except ConfigError:
+            if args.metric:  # asked for by name: say why not
+                raise
+    if not out:
+        raise ConfigError(f"none of {', '.join(metrics)} could be compared (need numeric scores and >= 2 shared seeds)")
+    print(json.dumps(out, indent=1) if args.json else "\n".join(format_comparison(r) for r in out))
+    return 0
+
+
 def dispatch(parser: argparse.ArgumentParser, handlers: dict, argv: list[str] | None, interrupted: str) -> int:
     """Parse ``argv``, run the sub-command's handler; a StealBenchError is one line and exit 2,
     Ctrl-C prints ``interrupted`` and exits 130 (shared by ``benchmark`` and ``leaderboard``)."""
@@ -262,5 +290,6 @@ def dispatch(parser: argparse.ArgumentParser, handlers: dict, argv: list[str] | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    handlers = {"run": cmd_run, "list": cmd_list, "victims": cmd_victims, "sweep": cmd_sweep, "report": cmd_report}
+    handlers = {"run": cmd_run, "list": cmd_list, "victims": cmd_victims, "sweep": cmd_sweep, "report": cmd_report,
+                "compare": cmd_compare}
     return dispatch(build_parser(), handlers, argv, "interrupted; nothing half-written was kept")

@@ -4,8 +4,10 @@
 - clo: share of test samples leaving the stolen model at the same exit as the victim. When the
   attacker estimated a different number of exits (K' != K), exits are matched by their place in
   the sequence: the stolen model's j-th of K' exits is taken as the victim's exit i whose relative
-  position (i+1)/K is nearest to (j+1)/K' (ties to the deeper exit), so a single-exit substitute
-  counts as leaving at the victim's last exit. With K' == K this is plain index equality.
+  position (i+1)/K is nearest to (j+1)/K' (ties to the deeper exit); a single-exit substitute
+  makes no exit decision and gets no agreement. With K' == K this is plain index equality.
+  The paper's clo on held-out query samples, the trivial references, lifts, balanced clo and the
+  exit confusion matrix: ``benchmark.closeness`` (docs/metrics.md).
 - fidelity: same label as the victim; clo_and_fidelity: both at once
 - cc_flops: mean FLOPs per test sample under early exit; cc_ratio: over the victim's
 - exit_accuracy: the attack's inferred exits (matched the same way) vs the victim's true exits
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from benchmark import closeness
 from benchmark.api.victim import MultiExitNet
 from benchmark.data import Split
 
@@ -63,18 +66,20 @@ def exit_histogram(exits: Tensor, num_exits: int) -> list[float]:
     return (counts / counts.sum()).tolist()
 
 
-def compare(victim: MultiExitNet, stolen: MultiExitNet, test: Split, device: str) -> dict:
-    """acc, clo, fidelity, cc of the stolen model against the victim on ``test``."""
+def compare(victim: MultiExitNet, stolen: MultiExitNet, test: Split, device: str,
+            query_heldout: Split | None = None) -> dict:
+    """acc, clo (and every closeness score of ``benchmark.closeness``), fidelity, cc of the stolen
+    model against the victim on ``test``; ``clo_query`` on ``query_heldout`` if given."""
     v = run_early_exit(victim, test, device)
     s = run_early_exit(stolen, test, device)
-    same_exit = align_exits(s.exits, stolen.num_exits, victim.num_exits) == v.exits
+    same_exit = closeness.same_exit(v.exits, s.exits, victim.num_exits, stolen.num_exits)
     same_label = s.pred == v.pred
     victim_cc = mean_flops(victim, v.exits)
     stolen_cc = mean_flops(stolen, s.exits)
     return {
         "acc": float((s.pred == test.y).double().mean()),
         "victim_acc": float((v.pred == test.y).double().mean()),
-        "clo": float(same_exit.double().mean()),
+        **closeness.closeness_scores(victim, stolen, test, query_heldout, device, (v.exits, s.exits)),
         "fidelity": float(same_label.double().mean()),
         "clo_and_fidelity": float((same_exit & same_label).double().mean()),
         "cc_flops": stolen_cc,

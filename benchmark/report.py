@@ -12,7 +12,8 @@ import pandas as pd
 from benchmark.errors import StealBenchError
 from benchmark.io import atomic_write
 
-MAIN_SCORES = ("acc", "victim_acc", "clo", "fidelity", "clo_and_fidelity", "cc_ratio", "exit_accuracy",
+MAIN_SCORES = ("acc", "victim_acc", "clo", "clo_trivial", "clo_lift", "clo_balanced", "clo_query", "clo_query_trivial",
+               "clo_query_lift", "fidelity", "clo_and_fidelity", "cc_ratio", "exit_accuracy",
                "exit_accuracy_baseline", "neurons_recovered", "max_weight_error_log2", "output_agreement",
                "max_output_diff", "label_agreement", "queries", "attack_seconds")
 
@@ -45,7 +46,8 @@ def scores_table(result: dict) -> str:
 
 # ---- many results: ``python -m benchmark report RESULTS_DIR`` ---------------------------------------
 
-RUN_SCORES = ("acc", "victim_acc", "clo", "fidelity", "clo_and_fidelity", "cc_ratio", "exit_accuracy", "queries",
+RUN_SCORES = ("acc", "victim_acc", "clo", "clo_trivial", "clo_lift", "clo_query", "clo_query_trivial", "clo_query_lift",
+              "clo_balanced", "fidelity", "clo_and_fidelity", "cc_ratio", "exit_accuracy", "queries",
               "attack_seconds")
 SUMMARY_SCORES = ("acc", "clo", "fidelity", "cc_ratio", "exit_accuracy", "accuracy_lost", "added_latency_ms")
 CELL = ["victim", "dataset", "attack", "defense"]

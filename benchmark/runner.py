@@ -13,6 +13,7 @@ import torch
 from benchmark import energy
 from benchmark.api.attack import Attack, AttackContext
 from benchmark.api.defense import Defense, defense_name
+from benchmark.closeness import split_query_heldout
 from benchmark.config import RunConfig
 from benchmark.data import QUERY_SETS, TASKS, DataRequest
 from benchmark.errors import ConfigError
@@ -62,7 +63,7 @@ def run(cfg: RunConfig, progress: bool = True, inspect: Callable[[dict], None] |
     req = DataRequest(Path(cfg.data_root) if cfg.data_root else data_dir(), cfg.download, cfg.data_seed,
                       INPUT_SHAPE)
     task = task_loader(req)
-    query = query_loader(req)
+    query, query_heldout = split_query_heldout(query_loader(req))  # the attack never sees the held-out tail
     entry = load_or_train(spec, task, cfg.seed, cfg.device, progress)
     victim = entry.model
     if cfg.timing_profile == "flops":
@@ -81,7 +82,7 @@ def run(cfg: RunConfig, progress: bool = True, inspect: Callable[[dict], None] |
 
     if inspect is not None:
         inspect({"victim": victim, "stolen": stolen, "task": task, "query": query})
-    scores = compare(victim, stolen.model, test, cfg.device)
+    scores = compare(victim, stolen.model, test, cfg.device, query_heldout)
     if stolen.inferred_exits is not None:
         true = run_early_exit(victim, type(query)(query.x[stolen.query_index], query.y[stolen.query_index]),
                               cfg.device).exits

@@ -42,6 +42,10 @@ def victim_key(spec: VictimSpec, task: TaskData, seed: int) -> str:
     options = plugin_options(spec)
     if options.get("train_subset") is None:
         options.pop("train_subset", None)
+    if options.get("exit_rule") == "owner":  # the default rule keeps the keys from before the option
+        options.pop("exit_rule")
+    if not options.get("exit_mix", 1):
+        options.pop("exit_mix")
     opts = json.dumps({"options": options, "shape": task.input_shape,
                        "classes": task.num_classes, "format": 1}, sort_keys=True)
     digest = hashlib.sha256(opts.encode()).hexdigest()[:12]

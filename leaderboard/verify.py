@@ -62,7 +62,8 @@ TOLERANCES: dict[str, tuple[str, float]] = {
 EXACT_FAMILY_QUERIES = ("rel", 0.2)
 #: a number in ``scores`` without a rule of its own
 DEFAULT_RULE = ("abs", 0.02)
-SKIP_SCORES = {"attack_seconds", "energy_source", "energy_reason"}
+#: exit_confusion: counts (a matrix), compared through clo and the exit histograms instead
+SKIP_SCORES = {"attack_seconds", "energy_source", "energy_reason", "exit_confusion"}
 COMPARED = ("victim.num_exits", "victim.exit_flops", "victim.thresholds", "defense.acts_on",
             "defense.cost.accuracy_lost", "defense.cost.defended_acc", "defense.cost.added_latency_mean_s",
             "defense.cost.labels_changed", "defense.cost.answered")

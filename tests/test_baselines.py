@@ -223,11 +223,46 @@ def test_global_threshold_rule():
 
 def test_baselines_get_one_global_threshold(query_set):
     for name, opts in CASES:
+        # default: strategy=global, one fixed threshold (0.9), trained on every query
         stolen = ATTACKS[name](**FAST, **opts).run(tiny_oracle(budget=300).black_box(), query_set, 300, ctx())
+        assert stolen.model.thresholds.tolist() == pytest.approx([0.9, 0.9, 0.9, 0.0])
+        assert stolen.details["output_strategy"]["strategy"] == "global"
+        assert stolen.details["train_samples"] == 300
+        # today's rule, calibrated on a held-out tenth
+        attack = ATTACKS[name](**FAST, **opts, strategy="owner-rule", val_fraction=0.1)
+        stolen = attack.run(tiny_oracle(budget=300).black_box(), query_set, 300, ctx())
         t = stolen.model.thresholds.tolist()
         assert t[-1] == 0.0 and len(set(t[:-1])) == 1 and t[0] in [pytest.approx(g) for g in GRID]
         assert stolen.details["output_strategy"]["held_out"] is True
         assert stolen.details["output_strategy"]["held_out_samples"] == 30
+    with pytest.raises(ConfigError, match="strategy must be one of global, owner-rule"):
+        ATTACKS["noise"](strategy="owner")
+
+
+def test_substitute_has_the_family_default_exits_not_the_victims(query_set):
+    """--victim-opt exits=6: the baselines' substitutes keep sdn-tiny's default 4 exits; ours
+    builds the number of exits it inferred from the timing."""
+    from benchmark.timing import LatencyProfile
+
+    six = AttackContext(seed=0, substitute=VICTIMS["sdn-tiny"](exits=6), progress=False)
+    torch.manual_seed(0)
+    victim = VICTIMS["sdn-tiny"](exits=6).build(10, (3, 32, 32)).eval()
+    from benchmark.training import exit_confidences
+
+    conf, _ = exit_confidences(victim, query_set.subset(1000), "cpu")
+    running, t = torch.ones(len(conf), dtype=torch.bool), []
+    for k in range(5):  # each exit takes about a sixth of the queries
+        t.append(float(conf[running, k].quantile(1 - 1 / (6 - k))))
+        running &= conf[:, k] < t[-1]
+    victim.set_thresholds([*t, 0.0])
+    profile = LatencyProfile(tuple(100e-6 * (k + 1) for k in range(6)), (2e-6,) * 6, "test")
+    for name, opts in CASES:
+        oracle = VictimOracle(victim, SimulatedTiming(profile, 0), 300)
+        stolen = ATTACKS[name](**FAST, **opts).run(oracle.black_box(), query_set, 300, six)
+        assert stolen.model.num_exits == 4, name
+    oracle = VictimOracle(victim, SimulatedTiming(profile, 0), 300)
+    stolen = ATTACKS["ours"](**FAST).run(oracle.black_box(), query_set, 300, six)
+    assert stolen.model.num_exits == stolen.details["estimated_exits"] == 6
 
 
 def test_holdout_and_noise():

@@ -15,17 +15,103 @@ from benchmark.api.victim import ExitHead, MultiExitNet, VictimSpec
 from benchmark.data import TaskData
 from benchmark.errors import ConfigError
 from benchmark.training import exit_confidences
-from victims._training import choose_thresholds, train_victim
+from victims._training import (
+    EXIT_RULES,
+    PER_CLASS_CONFIDENCE,
+    balanced_thresholds,
+    choose_thresholds,
+    class_first_exits,
+    train_victim,
+)
+
+
+class PerClassExitNet(MultiExitNet):
+    """A MultiExitNet whose exit k also needs the class it predicts there to be allowed at k:
+    ``first_exit[c]`` is the earliest exit class c may leave at (``exit_rule=per-class``). A
+    negative threshold (``forced_exit_thresholds``, timing and FLOP counting) fires regardless."""
+
+    def __init__(self, net: MultiExitNet) -> None:
+        super().__init__(list(net.stages), list(net.heads), net.input_shape, net.num_classes)
+        self.register_buffer("first_exit", torch.zeros(net.num_classes, dtype=torch.long))
+
+    @torch.no_grad()
+    def early_exit(self, x: Tensor):
+        from benchmark.api.victim import ExitOutput
+
+        n = x.shape[0]
+        logits = torch.empty(n, self.num_classes, device=x.device)
+        exits = torch.empty(n, dtype=torch.long, device=x.device)
+        active = torch.arange(n, device=x.device)
+        h, last = x, self.num_exits - 1
+        for k, (stage, head) in enumerate(zip(self.stages, self.heads)):
+            h = stage(h)
+            out = head(h)
+            if k == last:
+                done = torch.ones(out.shape[0], dtype=torch.bool, device=x.device)
+            else:
+                p = torch.softmax(out, dim=1)
+                conf, pred = p.max(dim=1)
+                done = conf >= self.thresholds[k]
+                if float(self.thresholds[k]) >= 0:
+                    done &= self.first_exit[pred] <= k
+            idx = active[done]
+            logits[idx] = out[done]
+            exits[idx] = k
+            if bool(done.all()):
+                break
+            h, active = h[~done], active[~done]
+        return ExitOutput(logits, exits)
 
 
 @dataclass(frozen=True)
 class SDNSpec(VictimSpec):
-    """A multi-exit victim trained SDN-style; thresholds by the owner's rule on validation data."""
+    """A multi-exit victim trained SDN-style; thresholds by the owner's rule on validation data.
+
+    ``exit_rule`` (the owner's output strategy, chosen on validation data after training; the
+    weights do not depend on it): ``owner`` (default; ``victims._training.choose_thresholds``:
+    per-exit thresholds keeping the final exit's accuracy), ``balanced`` (per-exit thresholds aimed
+    at an equal share of samples per exit, or at the shares ``exit_mix``, ``balanced_thresholds``)
+    or ``per-class`` (exit k fires when its confidence is >= 0.5 and the class it predicts may
+    leave at k: classes ranked by the first exit's accuracy and cut into K groups, group g
+    leaving at exit g or later, ``class_first_exits``). Mixes measured in docs/victims.md.
+    """
+
+    exit_rule: str = "owner"
+    #: ``exit_rule=balanced``: the exit mix to aim at, one share per exit (empty: equal shares)
+    exit_mix: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.exit_rule not in EXIT_RULES:
+            raise ConfigError(f"victim {self.name!r}: exit_rule must be one of {', '.join(EXIT_RULES)}, "
+                              f"got {self.exit_rule!r}")
+        if self.exit_mix and (any(m < 0 for m in self.exit_mix) or abs(sum(self.exit_mix) - 1) > 1e-6):
+            raise ConfigError(f"victim {self.name!r}: exit_mix must be non-negative shares summing to 1, "
+                              f"got {self.exit_mix}")
+
+    def build(self, num_classes: int, input_shape: tuple[int, ...], exits: int | None = None) -> MultiExitNet:
+        net = super().build(num_classes, input_shape, exits)
+        return PerClassExitNet(net) if self.exit_rule == "per-class" else net
 
     def train(self, model: MultiExitNet, task: TaskData, seed: int, device: str, progress: bool = True) -> None:
         train_victim(model, self, task.train, seed, device, progress)
+        self.set_exit_rule(model, task, device)
+
+    def set_exit_rule(self, model: MultiExitNet, task: TaskData, device: str) -> None:
+        """The owner's output strategy on the validation set (option ``exit_rule``)."""
         conf, pred = exit_confidences(model, task.val, device)
-        model.set_thresholds(choose_thresholds(conf, pred == task.val.y[:, None]))
+        correct = pred == task.val.y[:, None]
+        if self.exit_rule == "balanced":
+            if self.exit_mix and len(self.exit_mix) != model.num_exits:
+                raise ConfigError(f"victim {self.name!r}: exit_mix has {len(self.exit_mix)} shares for "
+                                  f"{model.num_exits} exits")
+            model.set_thresholds(balanced_thresholds(conf, self.exit_mix or None))
+        elif self.exit_rule == "per-class":
+            first = class_first_exits(correct, model.num_classes, task.val.y)
+            model.first_exit.copy_(first.to(model.first_exit.device))
+            model.set_thresholds([PER_CLASS_CONFIDENCE] * (model.num_exits - 1) + [0.0])
+        else:
+            model.set_thresholds(choose_thresholds(conf, correct))
 
 
 #: SDN's nominal internal-classifier positions, as fractions of the backbone's compute

@@ -62,3 +62,42 @@ def choose_thresholds(conf: Tensor, correct: Tensor, slack: float = 0.0, floor: 
             thresholds[k] = float(c_sorted[i])
             running &= ~(conf[:, k] >= thresholds[k])
     return thresholds
+
+
+#: the owner's output strategies (victim option ``exit_rule``)
+EXIT_RULES = ("owner", "balanced", "per-class")
+#: confidence an exit needs under ``per-class`` (the owner rule's floor)
+PER_CLASS_CONFIDENCE = 0.5
+
+
+def balanced_thresholds(conf: Tensor, mix: tuple[float, ...] | None = None) -> Tensor:
+    """``exit_rule=balanced``: per-exit thresholds aimed at the exit mix ``mix`` (shares per exit,
+    default equal) on validation data. Exit by exit, the threshold is the confidence quantile of the
+    samples still running that sends the wanted share of *all* samples out there."""
+    n, k_exits = conf.shape
+    mix = tuple(mix) if mix else (1.0 / k_exits,) * k_exits
+    thresholds = torch.full((k_exits,), NEVER)
+    thresholds[-1] = 0.0
+    running = torch.ones(n, dtype=torch.bool)
+    for k in range(k_exits - 1):
+        left = int(running.sum())
+        want = min(left, round(mix[k] * n))
+        if left == 0 or want <= 0:
+            continue
+        c = conf[running, k].sort(descending=True).values
+        thresholds[k] = float(c[want - 1])
+        running &= ~(conf[:, k] >= thresholds[k])
+    return thresholds
+
+
+def class_first_exits(correct: Tensor, num_classes: int, labels: Tensor) -> Tensor:
+    """``exit_rule=per-class``: the earliest exit each class may leave at. Classes are ranked by the
+    first exit's validation accuracy on them (easiest first) and cut into K groups of (nearly) equal
+    size: group g may leave at exit g or later, the last group only at the last exit."""
+    k_exits = correct.shape[1]
+    acc = torch.stack([correct[labels == c, 0].float().mean() if bool((labels == c).any()) else torch.tensor(0.0)
+                       for c in range(num_classes)])
+    order = torch.argsort(-acc, stable=True)
+    first = torch.empty(num_classes, dtype=torch.long)
+    first[order] = torch.arange(num_classes) * k_exits // num_classes
+    return first
