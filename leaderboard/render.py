@@ -37,9 +37,11 @@ How much stealing each defense stops, and what it costs. Defenses are ranked by 
 `clo` over all attacks (rank key, lower is better for the defense), the best `acc` and the best
 `cc_ratio` (closest to 1) with the attack that reached that `clo`; ties go to the lower best `acc`,
 then to the cheaper defense (accuracy lost, then added latency). `Δclo` is that best `clo` minus
-the undefended (`none`) reference's. Costs: accuracy the defense takes from honest users
-(test set, answers as served), mean latency it adds per query, and the victim's measured energy per
-sample (`n/a` where no energy counter was readable). `attacks` counts the attacks tried against the
+the undefended (`none`) reference's. Costs, measured on the honest user's traffic served in the
+same stream as the attack (docs/service.md): accuracy the defense takes from honest users, the
+latency it adds to their answers (mean and 99th percentile), the share of early exiting's time
+saving they keep (1 = all of it, 0 = every answer as slow as the full network), and the victim's
+measured energy per sample (`n/a` where no energy counter was readable). `attacks` counts the attacks tried against the
 defense out of all the attacks in the section. Every entry is one JSON file in
 [`entries/`](entries/); `python -m leaderboard verify` re-runs them (see the README, section Leaderboard).
 """
@@ -99,9 +101,9 @@ def _score_means(rs: list[Row], keys: tuple[str, ...]) -> dict[str, float | None
     return {k: _mean([r.scores.get(k) for r in rs]) for k in keys}
 
 
-def _latency_ms(rs: list[Row]) -> float | None:
-    """Mean added latency of the defense over the entries of one cell, in ms."""
-    seconds = [r.cost.get("added_latency_mean_s") for r in rs]
+def _latency_ms(rs: list[Row], key: str = "added_latency_mean_s") -> float | None:
+    """Mean of a latency cost of the defense (``key``, seconds) over the entries of one cell, in ms."""
+    seconds = [r.cost.get(key) for r in rs]
     return _mean([s * 1e3 for s in seconds if is_number(s)])
 
 
@@ -171,7 +173,8 @@ def _multi_exit_section(section: str, rows: list[Row]) -> str:
             **_score_means(rs, ("acc", "clo", "fidelity", "clo_and_fidelity", "cc_ratio", "exit_accuracy",
                                 "queries")),
             "accuracy_lost": _mean([r.cost.get("accuracy_lost") for r in rs]), "latency_ms": _latency_ms(rs),
-            "energy": _mean(energy), "seeds": len({r.seed for r in rs}), "n": len(rs),
+            "p99_ms": _latency_ms(rs, "added_latency_p99_s"),
+            "kept": _mean([r.cost.get("latency_savings_kept") for r in rs]), "energy": _mean(energy), "seeds": len({r.seed for r in rs}), "n": len(rs),
             "acts_on": rs[0].acts_on, "verified": all(r.verified for r in rs)}
     defenses = sorted({d for d, _ in cells})
     summary = []
@@ -186,6 +189,8 @@ def _multi_exit_section(section: str, rows: list[Row]) -> str:
             "cc_ratio": _closest_to_one([v["cc_ratio"] for v in mine.values()]),
             "accuracy_lost": _mean([v["accuracy_lost"] for v in mine.values() for _ in range(v["n"])]),
             "latency_ms": _mean([v["latency_ms"] for v in mine.values() for _ in range(v["n"])]),
+            "p99_ms": _mean([v["p99_ms"] for v in mine.values() for _ in range(v["n"])]),
+            "kept": _mean([v["kept"] for v in mine.values() for _ in range(v["n"])]),
             "energy": _mean([v["energy"] for v in mine.values() for _ in range(v["n"])]),
             "attacks": len(mine), "entries": n, "verified": all(v["verified"] for v in mine.values())})
 
@@ -206,7 +211,8 @@ def _multi_exit_section(section: str, rows: list[Row]) -> str:
                       "acts on": s["acts_on"], "strongest attack": s["strongest"], "best clo": _fmt(s["clo"]),
                       "Δclo vs none": "n/a" if delta is None else f"{delta:+.3f}", "best acc": _fmt(s["acc"]),
                       "best cc_ratio": _fmt(s["cc_ratio"]), "accuracy lost": _fmt(s["accuracy_lost"]),
-                      "added latency (ms)": _fmt(s["latency_ms"], 4), "victim energy (J/sample)": _fmt_g(s["energy"]),
+                      "added latency (ms)": _fmt(s["latency_ms"], 4), "p99 added (ms)": _fmt(s["p99_ms"], 4),
+                      "early-exit time saving kept": _fmt(s["kept"]), "victim energy (J/sample)": _fmt_g(s["energy"]),
                       "attacks": f"{s['attacks']}/{n_attacks}", "entries": str(s["entries"])})
     order = {s["defense"]: i for i, s in enumerate(summary)}
     rows_detail = []

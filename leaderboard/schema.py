@@ -314,6 +314,14 @@ def check_defense(c: _Checker, cfg: dict[str, Any] | None) -> None:
     c.number("defense.cost.labels_changed", 0, 1, required=False)
     budget = cfg.get("budget") if cfg else None
     c.number("defense.cost.answered", 0, budget if isinstance(budget, int) else None, integer=True, required=False)
+    present, _ = c.get("defense.cost.honest_queries")
+    if present:  # measured on the service's honest traffic: every field of it, or the entry is refused
+        honest = c.number("defense.cost.honest_queries", 1, integer=True)
+        c.number("defense.cost.honest_refused", 0, honest if isinstance(honest, int) else None, integer=True)
+        c.number("defense.cost.honest_share", 0, 1, lo_open=True)
+        c.number("defense.cost.undefended_acc", 0, 1)
+        for key in ("added_latency_p50_s", "added_latency_p99_s", "latency_savings_kept", "flops_savings_kept"):
+            c.number(f"defense.cost.{key}", nullable=True)
 
 
 def check_multi_exit_scores(c: _Checker) -> None:

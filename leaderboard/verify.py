@@ -52,6 +52,11 @@ TOLERANCES: dict[str, tuple[str, float]] = {
     "scores.energy_j_per_sample.victim": ("rel", 0.5), "scores.energy_j_per_sample.stolen": ("rel", 0.5),
     # both families: the defense's cost
     "defense.cost.added_latency_mean_s": ("rel", 0.02), "defense.cost.labels_changed": ("abs", 0.0),
+    # measured on the honest traffic of the service (benchmark.service)
+    "defense.cost.added_latency_p50_s": ("rel", 0.02), "defense.cost.added_latency_p99_s": ("rel", 0.02),
+    "defense.cost.undefended_acc": ("abs", 0.01), "defense.cost.latency_savings_kept": ("abs", 0.02),
+    "defense.cost.flops_savings_kept": ("abs", 0.01), "defense.cost.honest_queries": ("exact", 0.0),
+    "defense.cost.honest_refused": ("abs", 0.0), "defense.cost.honest_share": ("abs", 1e-9),
     # exact-extraction family
     "scores.output_agreement": ("exact", 0.0), "scores.neurons_recovered": ("exact", 0.0),
     "scores.neurons_identified": ("exact", 0.0), "scores.label_agreement": ("exact", 0.0),
@@ -64,9 +69,13 @@ EXACT_FAMILY_QUERIES = ("rel", 0.2)
 DEFAULT_RULE = ("abs", 0.02)
 #: exit_confusion: counts (a matrix), compared through clo and the exit histograms instead
 SKIP_SCORES = {"attack_seconds", "energy_source", "energy_reason", "exit_confusion"}
+#: the defense's cost on the service's honest traffic (entries made before it lack them)
+HONEST_COST = ("defense.cost.undefended_acc", "defense.cost.added_latency_p50_s", "defense.cost.added_latency_p99_s",
+               "defense.cost.latency_savings_kept", "defense.cost.flops_savings_kept", "defense.cost.honest_queries",
+               "defense.cost.honest_refused", "defense.cost.honest_share")
 COMPARED = ("victim.num_exits", "victim.exit_flops", "victim.thresholds", "defense.acts_on",
             "defense.cost.accuracy_lost", "defense.cost.defended_acc", "defense.cost.added_latency_mean_s",
-            "defense.cost.labels_changed", "defense.cost.answered")
+            "defense.cost.labels_changed", "defense.cost.answered", *HONEST_COST)
 
 
 @dataclass
