@@ -2,12 +2,13 @@
 
 from defenses import (  # noqa: F401
     adaptive_misinformation,
-    exit_policy,
     jitter,
     mad,
     none,
     padding,
+    per_class_exit,
     prada,
+    random_exit,
     reverse_sigmoid,
     rounding,
     timeguard,

@@ -174,7 +174,8 @@ def _multi_exit_section(section: str, rows: list[Row]) -> str:
                                 "queries")),
             "accuracy_lost": _mean([r.cost.get("accuracy_lost") for r in rs]), "latency_ms": _latency_ms(rs),
             "p99_ms": _latency_ms(rs, "added_latency_p99_s"),
-            "kept": _mean([r.cost.get("latency_savings_kept") for r in rs]), "energy": _mean(energy), "seeds": len({r.seed for r in rs}), "n": len(rs),
+            "kept": _mean([r.cost.get("latency_savings_kept") for r in rs]), "energy": _mean(energy),
+            "seeds": len({r.seed for r in rs}), "n": len(rs),
             "acts_on": rs[0].acts_on, "verified": all(r.verified for r in rs)}
     defenses = sorted({d for d, _ in cells})
     summary = []

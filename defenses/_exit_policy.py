@@ -1,4 +1,4 @@
-"""per_class_exit and random_exit: the exit policies of "Prediction Privacy in Distributed
+"""Shared machinery of per_class_exit and random_exit, the exit policies of "Prediction Privacy in Distributed
 Multi-Exit Neural Networks: Vulnerabilities and Solutions" (ACM CCS 2023).
 
 A multi-exit network that exits on one confidence threshold leaks its prediction through *when*
@@ -41,9 +41,7 @@ import torch
 from torch import Tensor
 
 from benchmark.api.defense import Defense
-from benchmark.errors import ConfigError
 from benchmark.oracle import Oracle, Response
-from benchmark.plugins import DEFENSES
 from defenses._common import require_owner
 
 
@@ -96,7 +94,7 @@ def pce_exits(probs: Tensor, thresholds: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class _ExitPolicy(Defense):
+class ExitPolicy(Defense):
     acts_on = "both"
     needs_owner: ClassVar[bool] = True
 
@@ -129,29 +127,3 @@ class _ExitPolicy(Defense):
             latency = mean[exits] + (latency - mean[e0]) * std[exits] / std[e0].clamp(min=1e-30)
             latency = torch.maximum(latency, 0.05 * mean[exits])
         return Response(answer.to(response.probs.dtype), latency, exits)
-
-
-@DEFENSES.register("per_class_exit")
-@dataclass(frozen=True)
-class PerClassExit(_ExitPolicy):
-    """Per-Class Exiting (CCS 2023): per-class thresholds balance exit rates across predicted classes."""
-
-
-@DEFENSES.register("random_exit")
-@dataclass(frozen=True)
-class RandomExit(_ExitPolicy):
-    """Confidence-Guided Randomness (CCS 2023): a random exit with probability rho, else PCE's."""
-
-    rho: float = 0.5
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.rho <= 1:
-            raise ConfigError(f"defense 'random_exit': rho must be in [0, 1], got {self.rho}")
-
-    def choose(self, state: Any, probs: Tensor) -> Tensor:
-        pce = pce_exits(probs, state["thresholds"])
-        n = probs.shape[1]
-        rng = state["rng"]
-        coin = rng.random(n) < self.rho
-        drawn = rng.choice(len(state["rates"]), size=n, p=state["rates"])
-        return torch.where(torch.from_numpy(coin), torch.from_numpy(drawn).long(), pce)
