@@ -25,8 +25,8 @@ Substitute (:func:`build_substitute`)
 Queries used for training
     Every attack of the suite trains on **all** the queries it bought (``val_fraction`` default 0,
     as ``ours``), and chooses its output strategy on those same queries. ``val_fraction`` > 0 holds
-    a random share out of training for the ``owner-rule`` calibration (the behaviour before issue
-    17 was ``val_fraction=0.1``).
+    a random share out of training for the ``owner-rule`` calibration (the earlier
+    default was ``val_fraction=0.1``).
 
 Output strategy, option ``strategy``:
 
@@ -35,7 +35,7 @@ Output strategy, option ``strategy``:
     leaves at the first internal exit whose max-softmax is >= ``threshold``, otherwise at the last
     exit. Nothing is calibrated.
 
-``owner-rule`` (the behaviour before issue 17)
+``owner-rule`` (the earlier default)
     The global-threshold SDN rule a victim owner uses when deploying an SDN (Kaya et al.,
     "Shallow-Deep Networks", ICML 2019: one confidence threshold for all internal classifiers,
     picked by sweeping candidates on held-out data), i.e. the baseline re-derives an owner's

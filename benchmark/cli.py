@@ -26,7 +26,7 @@ RUN_FLAGS = ("attack", "defense", "victim", "dataset", "query_data", "budget", "
 
 def add_run_flags(p: argparse.ArgumentParser, *, timing: tuple[str, ...] = ("simulated", "measured"),
                   profiles: tuple[str, ...] = ("calibrated", "flops"), profile_default: str | None = None,
-                  profile_help: str = "simulated timing: latency profile measured on this machine or derived "
+                  profile_help: str = "simulated timing: latency profile measured on the local machine or derived "
                                       "from FLOPs",
                   budget_help: str = "query budget (default: the attack's)") -> None:
     """The flags that describe one run (``run``, and ``python -m leaderboard submit``)."""
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--download", action="store_true", default=None)
     sw.add_argument("--out", required=True, help="folder of results: one <job>.json (or <job>.error.json) per cell")
     sw.add_argument("--executor", choices=("local", "ray"), default="local",
-                    help="local: a process pool on this machine (default); ray: Ray tasks")
+                    help="local: a process pool on the local machine (default); ray: Ray tasks")
     sw.add_argument("--workers", type=int, help="parallel jobs (local: processes, default min(cores, jobs); "
                                                 "ray: CPUs of the local Ray instance)")
     sw.add_argument("--cpus-per-job", dest="cpus_per_job", type=int,

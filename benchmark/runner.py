@@ -33,7 +33,7 @@ INPUT_SHAPE = (3, 32, 32)
 
 def check_device(device: str) -> None:
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA device is available on this machine")
+        raise ConfigError(f"--device {device}: no CUDA device is available")
 
 
 def run(cfg: RunConfig, progress: bool = True, inspect: Callable[[dict], None] | None = None,

@@ -1,7 +1,7 @@
 """Timing channels: how the oracle's per-sample response latency is produced.
 
 - ``simulated`` (default, reproducible): per-exit latency profile (mean, spread) plus seeded
-  Gaussian noise. The profile is calibrated by really timing this victim on this machine, batch 1,
+  Gaussian noise. The profile is calibrated by really timing this victim on the local machine, batch 1,
   each exit forced in turn (``calibrate``), or derived from FLOPs (``flops_profile``), which is
   the same on every machine. Same profile and seed, same latencies.
 - ``measured``: real wall clock per sample (batch 1, ``perf_counter_ns``, CUDA-synchronised).

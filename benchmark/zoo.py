@@ -120,7 +120,7 @@ def load_state(model: torch.nn.Module, path: Path) -> None:
 
 
 def latency_profile(entry: ZooEntry, device: str) -> LatencyProfile:
-    """The victim's calibrated per-exit latency profile on this machine and device type, measured
+    """The victim's calibrated per-exit latency profile on the local machine and device type, measured
     once and cached beside the weights (so warm runs replay the same simulated timings). A profile
     that ``calibrate`` could not measure reliably is kept with ``reliable: false`` (in the cache and
     so in every result's ``victim.latency_profile``), and each run that uses it says so in one line."""

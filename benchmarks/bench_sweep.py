@@ -14,7 +14,7 @@ Victims are trained (and cached) before timing, so every mode does the same work
 themselves. The scores of ``serial-1t`` and ``pool`` must be identical (same seeds, same thread
 count), which the script checks. The machine's load average is recorded beside the times: on a
 shared machine other processes take cores away and the speed-up shrinks (with Linux's
-``sched_autogroup`` a busy machine gives the whole session one fair share, however many processes
+``sched_autogroup`` a busy machine gives each login's process group one fair share, however many processes
 it runs; the README ("Sweeps") shows how the published figure was measured).
 """
 

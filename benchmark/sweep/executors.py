@@ -1,4 +1,4 @@
-"""Where sweep jobs run: ``local`` (a process pool on this machine) or ``ray`` (Ray tasks, on a
+"""Where sweep jobs run: ``local`` (a process pool on the local machine) or ``ray`` (Ray tasks, on a
 local Ray instance or a running cluster). Both run the same function, ``execute_job``, and hand
 its outcome back to the driver, which writes the job's file (``benchmark.sweep.record``).
 
@@ -133,7 +133,7 @@ class LocalExecutor:
 class RayExecutor:
     """Each job is one Ray task (``num_cpus=cpus_per_job``; ``num_gpus=1`` for a CUDA job). Joins
     the cluster at ``address`` when given (e.g. ``auto`` or ``ray://head:10001``), else starts a
-    local Ray instance on this machine. Ray places and runs the tasks; results come back to the
+    local Ray instance on the local machine. Ray places and runs the tasks; results come back to the
     driver as values, so the nodes need no shared folder for results."""
 
     name = "ray"
