@@ -57,7 +57,7 @@ def start_server(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, str]:
 
 def test_serve_answers_an_external_client_and_scores_its_substitute(tmp_path):
     client = client_namespace()
-    proc, url = start_server(tmp_path)
+    proc, url = start_server(tmp_path, "--sleep")
     try:
         info = requests.get(f"{url}/info", timeout=60).json()
         assert info == {"num_classes": 10, "input_shape": [3, 32, 32], "input_dtype": "float32",
@@ -69,8 +69,11 @@ def test_serve_answers_an_external_client_and_scores_its_substitute(tmp_path):
         a = r.json()
         assert np.asarray(a["probs"]).shape == (4, 10) and len(a["latency"]) == 4 and a["used"] == 4
         assert np.allclose(np.asarray(a["probs"]).sum(1), 1, atol=1e-4)
+        t0 = time.perf_counter()
         probs, latency = client["query"](url, x)  # .npy, through the documented client
+        elapsed = time.perf_counter() - t0
         assert probs.shape == (4, 10) and latency.shape == (4,) and (latency > 0).all()
+        assert elapsed >= latency.sum()  # --sleep: the defended latency is seen end to end
 
         def refused(status, **kw):
             r = requests.post(f"{url}/query", timeout=60, **kw)
@@ -143,3 +146,36 @@ def test_serve_out_not_writable_is_one_line(capsys, tmp_path):
     assert main(["serve", "--budget", "10", "--out", str(blocker / "r.json")]) == 2
     err = capsys.readouterr().err
     assert "not writable" in err and err.count("\n") == 1
+
+
+def test_serve_port_taken_is_one_line(capsys, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--budget", "10", "--port", str(port), "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and err.count("\n") == 1
+
+
+def test_fifo_lock_serves_in_ticket_order():
+    import threading
+
+    from benchmark.service.http import _FifoLock
+
+    lock, order = _FifoLock(), []
+    tickets = [lock.ticket() for _ in range(5)]
+
+    def worker(t):
+        lock.acquire(t)
+        order.append(t)
+        lock.release()
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in reversed(tickets)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=10)
+    assert order == tickets
