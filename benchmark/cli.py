@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmark run|list|victims info ...``.
+"""Command line: ``python -m benchmark run|serve|list|victims info ...``.
 
 Every user error ends as one line on stderr and exit status 2, never a traceback; results are
 written atomically, so an interrupted run leaves nothing half-written.
@@ -59,6 +59,34 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="result JSON path (default: results/<time>-<attack>-<defense>-<victim>.json)")
     r.add_argument("--retrain", action="store_true", help="train the victim again even if cached")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    sv = sub.add_parser("serve", help="serve one defended victim over HTTP on localhost to an attack written "
+                                      "elsewhere; a POSTed substitute is scored like `run` (docs/service.md)")
+    sv.add_argument("--config", help="TOML or YAML file of settings (flags override it)")
+    for name in ("defense", "victim", "dataset"):
+        sv.add_argument(f"--{name}")
+    sv.add_argument("--query-data", dest="query_data", help="query set whose held-out tail scores closeness")
+    sv.add_argument("--budget", type=int, help="query budget of the attacker's account (required)")
+    sv.add_argument("--seed", type=int)
+    sv.add_argument("--data-seed", dest="data_seed", type=int)
+    sv.add_argument("--timing", choices=("simulated", "measured"),
+                    help="measured: real per-sample wall clock, and each answer is held until its defended "
+                         "latency has passed (see --sleep)")
+    sv.add_argument("--timing-profile", dest="timing_profile", choices=("calibrated", "flops"))
+    sv.add_argument("--sleep", action="store_true",
+                    help="hold each answer until the defended latency has passed since the request arrived "
+                         "(always on with --timing measured)")
+    sv.add_argument("--device", help="cpu (default) or cuda[:N]")
+    sv.add_argument("--data-root", dest="data_root")
+    sv.add_argument("--download", action="store_true", default=None, help="allow torchvision to download data")
+    sv.add_argument("--epochs", type=int, help="victim training epochs (shortcut for --victim-opt epochs=N)")
+    for kind in ("defense", "victim"):
+        sv.add_argument(f"--{kind}-opt", dest=f"{kind}_opt", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"{kind} option (repeatable); see `list`")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: loopback only)")
+    sv.add_argument("--port", type=int, default=0, help="TCP port (default 0: a free port, printed)")
+    sv.add_argument("--out", help="result JSON path (default: results/<time>-external-<defense>-<victim>.json)")
+    sv.add_argument("--quiet", action="store_true", help="no progress bars")
 
     ls = sub.add_parser("list", help="list registered attacks, defenses, victims and data")
     ls.add_argument("--options", action="store_true", help="also show each plugin's options and defaults")
@@ -162,6 +190,47 @@ def cmd_run(args: argparse.Namespace) -> int:
     result.write(out)
     print(scores_table(result.to_json()))
     print(f"result written to {out}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from benchmark.errors import ConfigError
+    from benchmark.io import check_writable
+    from benchmark.runner import deploy, score
+    from benchmark.service.http import HttpService
+
+    for name in RUN_FLAGS:  # the run flags serve has no use for (the attack is the client's)
+        if not hasattr(args, name):
+            setattr(args, name, None)
+    args.preset, args.attack_opt = None, []
+    cfg = config_from_args(args)
+    cfg = dataclasses.replace(cfg, attack="external", attack_options={}, substitute_arch=None,
+                              **({"data_seed": args.data_seed} if args.data_seed is not None else {}))
+    if cfg.budget is None:
+        raise ConfigError("--budget is required: the service needs a query budget")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be from 0 to 65535 (0: a free port), got {args.port}")
+    out = Path(args.out) if args.out else Path("results") / (
+        f"{time.strftime('%Y%m%d-%H%M%S')}-external-{cfg.defense}-{cfg.victim}-s{cfg.seed}.json")
+    check_writable(out)  # before the work, not after it
+    try:
+        app = HttpService(args.host, args.port, out, hold=args.sleep or cfg.timing == "measured")
+    except (OSError, OverflowError, UnicodeError) as exc:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {getattr(exc, 'strerror', None) or exc}") \
+            from None
+    try:
+        deployment = deploy(cfg, progress=not args.quiet)
+        app.attach(deployment, score)
+        host, port = app.address
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            print(f"warning: serving on {host}, not loopback: the service has no authentication", file=sys.stderr)
+        print(f"serving {cfg.victim} behind {cfg.defense} on http://{host}:{port} (budget {cfg.budget})", flush=True)
+        result = app.serve_forever()
+    finally:
+        app.httpd.server_close()
+    if result is None:
+        return 1
+    print(f"result written to {out}", flush=True)
     return 0
 
 
@@ -290,6 +359,6 @@ def dispatch(parser: argparse.ArgumentParser, handlers: dict, argv: list[str] | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    handlers = {"run": cmd_run, "list": cmd_list, "victims": cmd_victims, "sweep": cmd_sweep, "report": cmd_report,
-                "compare": cmd_compare}
+    handlers = {"run": cmd_run, "serve": cmd_serve, "list": cmd_list, "victims": cmd_victims, "sweep": cmd_sweep,
+                "report": cmd_report, "compare": cmd_compare}
     return dispatch(build_parser(), handlers, argv, "interrupted; nothing half-written was kept")

@@ -1,5 +1,6 @@
 """The one path every run takes (DESIGN.md): config -> victim -> service (oracle + defense + honest
-traffic) -> attack in its own process -> scores -> Result. Everything the user can get wrong is
+traffic; ``deploy``) -> attack in its own process (``run``) or over HTTP (``serve``) -> scores
+(``score``) -> Result. Everything the user can get wrong is
 validated before any heavy work."""
 
 from __future__ import annotations
@@ -7,15 +8,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from benchmark import energy
-from benchmark.api.attack import Attack, AttackContext
+from benchmark.api.attack import Attack, AttackContext, StolenModel
 from benchmark.api.defense import Defense, defense_name
 from benchmark.closeness import split_query_heldout
 from benchmark.config import RunConfig
-from benchmark.data import QUERY_SETS, TASKS, DataRequest
+from benchmark.data import QUERY_SETS, TASKS, DataRequest, Split
 from benchmark.errors import ConfigError
 from benchmark.metrics import compare, exit_accuracy, run_early_exit
 from benchmark.options import build_plugin, plugin_options
@@ -36,27 +38,51 @@ def check_device(device: str) -> None:
         raise ConfigError(f"--device {device}: no CUDA device is available")
 
 
-def run(cfg: RunConfig, progress: bool = True, inspect: Callable[[dict], None] | None = None,
-        defense: Defense | None = None, attack: Attack | None = None) -> Result:
-    """Run one configuration. ``inspect`` (analysis scripts; multi-exit runs) is called once the attack is
-    done with ``victim``, ``stolen`` (the attack's StolenModel), ``task`` and ``query``. ``defense``, if
-    given, is used instead of ``cfg.defense`` (an instance, e.g. an unregistered plugin being written);
-    ``attack`` likewise (its class must be importable: it runs in its own process)."""
+@dataclasses.dataclass(frozen=True)
+class Deployment:
+    """One defended deployment, built and checked, ready to serve: what ``run`` and ``serve`` share.
+    ``service`` is the live part (its counters move as it answers); the rest is fixed."""
+
+    cfg: RunConfig
+    spec: Any  # the victim family's spec
+    substitute: Any  # the spec the attacker's substitute is built from
+    defense: Defense
+    budget: int
+    accounts: int
+    task: Any
+    query: Split
+    query_heldout: Split
+    entry: Any  # the zoo entry (model, path, cached, train_seconds)
+    victim: Any
+    profile: Any
+    test: Split  # the scoring part of the test split
+    honest: Split  # the honest user's part
+    service: Service
+
+
+def deploy(cfg: RunConfig, defense: Defense | None = None, attack: Attack | None = None,
+           progress: bool = True) -> Deployment:
+    """Validate ``cfg``, load the victim, task and query data, and stand up the defended service
+    (profile, honest split, VictimOracle, Service). Without ``attack`` (``serve``), ``cfg.budget`` is
+    required and the service holds one attacker account. Multi-exit victims only."""
     spec = build_plugin(VICTIMS[cfg.victim], cfg.victim_options, "victim")
     if getattr(spec, "kind", "multi-exit") == "relu-mlp":
-        from benchmark.exact import run_exact
-
-        return run_exact(cfg, progress, defense)
-    if attack is None:
-        attack = build_plugin(ATTACKS[cfg.attack], cfg.attack_options, "attack")
+        raise ConfigError(f"victim {cfg.victim!r} is a ReLU MLP (exact extraction): it has no service deployment; "
+                          f"use `run`")
     if defense is None:
         defense = build_plugin(DEFENSES[cfg.defense], cfg.defense_options, "defense")
     if cfg.substitute_arch in (None, cfg.victim):
         substitute = spec
     else:
         substitute = build_plugin(VICTIMS[cfg.substitute_arch], {}, "substitute")
-    budget = cfg.budget if cfg.budget is not None else attack.default_budget
-    attack.check_budget(budget)
+    if attack is not None:
+        budget = cfg.budget if cfg.budget is not None else attack.default_budget
+        attack.check_budget(budget)
+        accounts = int(getattr(attack, "accounts", 1))
+    elif cfg.budget is None:
+        raise ConfigError("--budget is required: the service needs a query budget")
+    else:
+        budget, accounts = cfg.budget, 1
     check_device(cfg.device)
     task_loader, query_loader = TASKS[cfg.dataset], QUERY_SETS[cfg.query_data]
 
@@ -73,17 +99,46 @@ def run(cfg: RunConfig, progress: bool = True, inspect: Callable[[dict], None] |
     test, honest = carve_honest(task.test, cfg.data_seed)
     owner = OwnerResources(victim, dataclasses.replace(task, test=test.subset(0)), cfg.device, entry.path.stem)
     oracle = VictimOracle(victim, make_timing(cfg.timing, profile, cfg.seed), budget + 2 * len(honest), owner=owner)
-    service = Service(oracle, defense, cfg.seed, budget, honest, attacker_accounts=int(getattr(attack, "accounts", 1)),
+    service = Service(oracle, defense, cfg.seed, budget, honest, attacker_accounts=accounts,
                       exit_flops=victim.exit_flops())
+    return Deployment(cfg, spec, substitute, defense, budget, accounts, task, query, query_heldout, entry, victim,
+                      profile, test, honest, service)
 
-    ctx = AttackContext(seed=cfg.seed, device=cfg.device, substitute=substitute, progress=progress)
-    stolen, attack_seconds = run_attack(service, attack, query, budget, ctx, cfg.device)
-    service.finish()
+
+def run(cfg: RunConfig, progress: bool = True, inspect: Callable[[dict], None] | None = None,
+        defense: Defense | None = None, attack: Attack | None = None) -> Result:
+    """Run one configuration. ``inspect`` (analysis scripts; multi-exit runs) is called once the attack is
+    done with ``victim``, ``stolen`` (the attack's StolenModel), ``task`` and ``query``. ``defense``, if
+    given, is used instead of ``cfg.defense`` (an instance, e.g. an unregistered plugin being written);
+    ``attack`` likewise (its class must be importable: it runs in its own process)."""
+    spec = build_plugin(VICTIMS[cfg.victim], cfg.victim_options, "victim")
+    if getattr(spec, "kind", "multi-exit") == "relu-mlp":
+        from benchmark.exact import run_exact
+
+        return run_exact(cfg, progress, defense)
+    if attack is None:
+        attack = build_plugin(ATTACKS[cfg.attack], cfg.attack_options, "attack")
+    d = deploy(cfg, defense, attack, progress)
+
+    ctx = AttackContext(seed=cfg.seed, device=cfg.device, substitute=d.substitute, progress=progress)
+    stolen, attack_seconds = run_attack(d.service, attack, d.query, d.budget, ctx, cfg.device)
+    d.service.finish()
 
     if inspect is not None:
-        inspect({"victim": victim, "stolen": stolen, "task": task, "query": query})
-    scores = compare(victim, stolen.model, test, cfg.device, query_heldout)
+        inspect({"victim": d.victim, "stolen": stolen, "task": d.task, "query": d.query})
+    return score(d, stolen, attack.name if attack.name != "attack" else type(attack).__name__,
+                 plugin_options(attack), attack_seconds)
+
+
+def score(d: Deployment, stolen: StolenModel, attack_name: str, attack_options: dict,
+          attack_seconds: float) -> Result:
+    """The judge: the honest user finishes (``service.finish``), the substitute is scored against the
+    victim on the scoring split and the held-out query tail, and the Result is built."""
+    cfg, victim, service = d.cfg, d.victim, d.service
+    service.finish()
+    scores = compare(victim, stolen.model, d.test, cfg.device, d.query_heldout)
     if stolen.inferred_exits is not None:
+        query = d.query
         true = run_early_exit(victim, type(query)(query.x[stolen.query_index], query.y[stolen.query_index]),
                               cfg.device).exits
         k_inferred = int(stolen.details.get("estimated_exits", stolen.model.num_exits))
@@ -92,20 +147,19 @@ def run(cfg: RunConfig, progress: bool = True, inspect: Callable[[dict], None] |
         scores.update({"exit_accuracy": None, "exit_accuracy_baseline": None})
     scores["queries"] = service.used
     scores["attack_seconds"] = attack_seconds
-    scores.update(energy_scores(victim, stolen.model, test, cfg.device))
+    scores.update(energy_scores(victim, stolen.model, d.test, cfg.device))
 
     return Result(
         config=cfg.to_json(),
         scores=scores,
-        victim={"name": cfg.victim, "options": plugin_options(spec), "dataset": task.name,
+        victim={"name": cfg.victim, "options": plugin_options(d.spec), "dataset": d.task.name,
                 "num_exits": victim.num_exits, "exit_flops": victim.exit_flops(),
-                "thresholds": victim.thresholds.tolist(), "latency_profile": profile.to_json(),
-                "cached": entry.cached, "train_seconds": entry.train_seconds},
-        defense={"name": defense_name(defense), "acts_on": defense.acts_on, "options": plugin_options(defense),
+                "thresholds": victim.thresholds.tolist(), "latency_profile": d.profile.to_json(),
+                "cached": d.entry.cached, "train_seconds": d.entry.train_seconds},
+        defense={"name": defense_name(d.defense), "acts_on": d.defense.acts_on, "options": plugin_options(d.defense),
                  "cost": service.cost()},
-        attack={"name": attack.name if attack.name != "attack" else type(attack).__name__,
-                "options": plugin_options(attack), "details": stolen.details,
-                "substitute_arch": substitute.name, "stolen_exit_flops": stolen.model.exit_flops()},
+        attack={"name": attack_name, "options": attack_options, "details": stolen.details,
+                "substitute_arch": d.substitute.name, "stolen_exit_flops": stolen.model.exit_flops()},
         environment=environment(cfg.device),
     )
 

@@ -67,9 +67,19 @@ def decode_stolen(msg: bytes, substitute: VictimSpec, num_classes: int, input_sh
     (n,) = struct.unpack_from("<I", msg, 4)
     head = json.loads(msg[8:8 + n])
     tensors = torch.load(io.BytesIO(msg[8 + n:]), weights_only=True)
-    model = substitute.build(num_classes, input_shape, exits=head["exits"])
-    model.load_state_dict(tensors["state_dict"], strict=True)
+    model = rebuild_substitute(substitute, num_classes, input_shape, head["exits"], tensors["state_dict"])
     return StolenModel(model.to(device).eval(), head["details"], tensors["query_index"], tensors["inferred_exits"])
+
+
+def rebuild_substitute(substitute: VictimSpec, num_classes: int, input_shape: tuple[int, ...], exits: int | None,
+                       state_dict: dict) -> MultiExitNet:
+    """The judge's copy of a substitute: ``substitute.build(..., exits=exits)`` loaded (strictly) with
+    ``state_dict``, tensors only (shared by the attack process's result and ``serve``'s /submit)."""
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()):
+        raise TypeError("the state_dict must map names to tensors")
+    model = substitute.build(num_classes, input_shape, exits=exits)
+    model.load_state_dict(state_dict, strict=True)
+    return model
 
 
 def _attack_main(conn, attack: Attack, query: Split, budget: int, ctx: AttackContext, num_classes: int,
