@@ -13,7 +13,7 @@ say how much of it is free. Every definition is written out once in docs/metrics
   its own indices, not matched).
 
 Substitutes with another exit count (K' != K) are matched by relative position
-(``benchmark.metrics.align_exits``), except that a one-exit substitute against a multi-exit victim
+(``benchmark.exit_runs.align_exits``), except that a one-exit substitute against a multi-exit victim
 makes no exit decision and is credited with no agreement (the positional rule would credit it with
 the victim's last-exit share).
 """
@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from benchmark.data import Split
+from benchmark.exit_runs import align_exits, run_early_exit
 
 if TYPE_CHECKING:
     from benchmark.api.victim import MultiExitNet
@@ -48,8 +49,6 @@ def split_query_heldout(query: Split, max_rows: int = HELDOUT_MAX,
 
 def same_exit(victim_exits: Tensor, stolen_exits: Tensor, k_victim: int, k_stolen: int) -> Tensor:
     """Per sample: does the substitute leave at the victim's exit (rule in the module docstring)?"""
-    from benchmark.metrics import align_exits
-
     if k_stolen == 1 and k_victim > 1:
         return torch.zeros(len(victim_exits), dtype=torch.bool)
     return align_exits(stolen_exits.long(), k_stolen, k_victim) == victim_exits.long()
@@ -94,8 +93,6 @@ def closeness_scores(victim: MultiExitNet, stolen: MultiExitNet, test: Split, qu
     (``clo_query``, ``clo_query_trivial``, ``clo_query_lift``, ``clo_query_balanced``,
     ``query_heldout_samples``; null without them). ``test_exits``: (victim, substitute) exits on
     ``test`` if the caller already ran both models on it."""
-    from benchmark.metrics import run_early_exit
-
     k_v, k_s = victim.num_exits, stolen.num_exits
     if test_exits is None:
         test_exits = (run_early_exit(victim, test, device).exits, run_early_exit(stolen, test, device).exits)
