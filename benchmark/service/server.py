@@ -169,7 +169,8 @@ class Service:
         return out
 
 
-def _kept(full: float, undefended: float, defended: float) -> float:
-    """Share of the early-exit saving (full - undefended) the defended service still gives."""
+def _kept(full: float, undefended: float, defended: float) -> float | None:
+    """Share of the early-exit saving (full - undefended) the defended service still gives; None
+    where the undefended service saves less than 1% of the full cost (nothing to keep)."""
     saving = full - undefended
-    return 1.0 if saving <= 0 else (full - defended) / saving
+    return None if saving <= 0.01 * full else (full - defended) / saving
