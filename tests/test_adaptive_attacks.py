@@ -135,17 +135,27 @@ def _agreement(stolen, oracle, images) -> float:
     return float((mine == victim).double().mean())
 
 
-def test_label_only_knockoff_is_not_worse_against_reverse_sigmoid(query_set):
+def test_label_only_knockoff_is_immune_to_reverse_sigmoid(query_set):
+    """Reverse sigmoid keeps the label, so a label-only substitute trained through it is the very
+    substitute trained without it; the soft-label one is hurt. Measured here (briefly trained tiny
+    victim, 1,000 synthetic-ood queries, 3 epochs; agreement with the victim's labels on 500 task
+    images): beta=3, gamma=0.2: soft 0.172, label-only 0.356 (= label-only undefended). In a
+    separate run (other RNG state) at the default beta=1, gamma=0.1 soft reached 0.386 and
+    label-only 0.296 (undefended soft 0.534): at this budget labels carry less than mildly
+    perturbed soft answers, so label-only wins against a strong perturbation, not a mild one."""
     oracle = _briefly_trained_model()
     test = make_task_split(500, torch.Generator().manual_seed(11)).images()
-    scores = {}
-    for labels_only in (False, True):
-        served = DEFENSES["reverse_sigmoid"](beta=1.0, gamma=0.1).wrap(oracle, seed=0)
-        stolen = ATTACKS["knockoff"](epochs=3, labels_only=labels_only).run(Box(served, "thief"), query_set, 1000,
-                                                                           ctx())
-        scores[labels_only] = _agreement(stolen, oracle, test)
-    print("agreement with the victim's labels, soft vs label-only:", scores)
-    assert scores[True] >= scores[False] - 0.02
+    runs = {}
+    for defense, labels_only in (("none", True), ("reverse_sigmoid", True), ("reverse_sigmoid", False)):
+        opts = {"beta": 3.0, "gamma": 0.2} if defense == "reverse_sigmoid" else {}
+        served = DEFENSES[defense](**opts).wrap(oracle, seed=0)
+        attack = ATTACKS["knockoff"](epochs=3, labels_only=labels_only)
+        runs[defense, labels_only] = attack.run(Box(served, "thief"), query_set, 1000, ctx())
+    plain, through = runs["none", True].model.state_dict(), runs["reverse_sigmoid", True].model.state_dict()
+    assert all(torch.equal(plain[k], through[k]) for k in plain)  # the defense changed nothing it learned
+    scores = {key: _agreement(stolen, oracle, test) for key, stolen in runs.items()}
+    print("agreement with the victim's labels:", scores)
+    assert scores["reverse_sigmoid", True] >= scores["reverse_sigmoid", False]
 
 
 # ---- 3. repeats against random and keyed delays --------------------------------------------------
