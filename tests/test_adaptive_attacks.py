@@ -259,3 +259,22 @@ def test_sybil_accounts_with_natural_mixing_evade_prada():
     answered, alarms, w_min, d = outcome[4, 0.5]
     assert answered == 600 and alarms == 0 and w_min >= 0.9  # Sybil + mixing: nothing flagged
     assert d["refused_queries"] == 0 and d["mixed_queries"] == 600  # mix 0.5 costs one natural query per query
+
+
+# ---- 5. the named adaptive attacks, through the service ----------------------------------------
+
+def test_named_adaptive_attacks_are_registered_with_their_defaults():
+    assert ATTACKS["label_only"]().labels_only
+    assert ATTACKS["perturbed_repeats"]().perturb and ATTACKS["perturbed_repeats"]().repeats == 4
+    s = ATTACKS["sybil"]()
+    assert (s.accounts, s.sybil, s.mix) == (4, True, 0.5)
+
+
+def test_sybil_gets_its_accounts_from_the_service():
+    from benchmark.config import RunConfig
+    from benchmark.runner import run
+
+    cfg = RunConfig(attack="sybil", defense="prada", budget=800, timing_profile="flops",
+                    victim_options={"epochs": 1}, attack_options={"epochs": 1, "syn_size": 200, "opt_steps": 1})
+    d = run(cfg, progress=False).to_json()["attack"]["details"]
+    assert d["accounts"] == 4 and d["mixed_queries"] > 0 and d["queries"] + d["mixed_queries"] <= 800
