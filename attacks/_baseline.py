@@ -49,6 +49,21 @@ Output strategy, option ``strategy``:
     - rule: **the cheapest candidate whose accuracy is at least (1 - tolerance) x the best
       candidate's accuracy** (default ``tolerance`` 0.01, i.e. within 1% of the best); ties go
       to the higher accuracy, then to the larger ``q``.
+
+Adaptive options (issue 18; ``docs/attacks.md``), shared by the three baselines:
+
+``labels_only`` (default false)
+    Train on the one-hot of each answer's top-1 class (cross-entropy with the victim's labels)
+    instead of its probabilities: output perturbations that keep the label (reverse sigmoid, Lee
+    et al. 2019; top-1-preserving MAD, Orekondy et al., ICLR 2020; rounding) cannot poison it.
+    Costs no queries; loses the dark knowledge of honest soft labels.
+``accounts`` (default 1), ``sybil`` (default false), ``mix`` (default 0)
+    Against detection (PRADA, Juuti et al., EuroS&P 2019): ``accounts`` = k handles sharing the
+    budget; a refused account is dropped and its batch re-asked from the next one (with none left
+    the attack stops and trains on what it has; ``refused_queries`` in the details); ``sybil=true``
+    deals each batch's rows round-robin over the live accounts; ``mix`` = the share of every
+    account's queries that are natural images from the query set (costs mix / (1 - mix) extra
+    queries per query; their answers are not used). ``attacks/_common.py`` has the details.
 """
 
 from __future__ import annotations
@@ -60,7 +75,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from attacks._common import kl_to_targets, query_split
+from attacks._common import Accounts, as_labels, kl_to_targets, query_split
 from benchmark.api.attack import Attack, AttackContext, StolenModel
 from benchmark.api.victim import NEVER, MultiExitNet
 from benchmark.data import Split, to_uint8
@@ -88,8 +103,16 @@ class BaselineAttack(Attack):
     tolerance: float = 0.01
     strategy: str = "global"
     threshold: float = 0.9
+    labels_only: bool = False
+    accounts: int = 1
+    sybil: bool = False
+    mix: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.accounts < 1:
+            raise ConfigError(f"attack {self.name!r}: accounts must be >= 1, got {self.accounts}")
+        if not 0 <= self.mix < 1:
+            raise ConfigError(f"attack {self.name!r}: mix must be in [0, 1), got {self.mix}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError(f"attack {self.name!r}: epochs, batch_size and lr must be positive")
         if not 0 <= self.val_fraction < 1:
@@ -147,12 +170,13 @@ def holdout(n: int, fraction: float, gen: torch.Generator) -> tuple[Tensor, Tens
     """Random split of rows 0..n-1 into (train, held-out); held-out gets round(fraction * n) rows
     (at least one if fraction > 0), train keeps at least one."""
     perm = torch.randperm(n, generator=gen)
-    n_val = 0 if fraction <= 0 else min(n - 1, max(1, round(fraction * n)))
+    n_val = 0 if fraction <= 0 or n < 2 else min(n - 1, max(1, round(fraction * n)))
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 
-def query_all(oracle: BlackBox, data: Split, ctx: AttackContext, desc: str) -> Tensor:
-    """The victim's probabilities for every row of ``data`` (the caller checked the budget)."""
+def query_all(oracle: BlackBox | Accounts, data: Split, ctx: AttackContext, desc: str) -> Tensor:
+    """The victim's probabilities for the rows of ``data`` (the caller checked the budget): all of
+    them, or the first ones if every account was refused (``query_split``)."""
     probs, _ = query_split(oracle, data, torch.arange(len(data)), progress=ctx.progress, desc=desc)
     return probs
 
@@ -173,8 +197,12 @@ def train_substitute(model: MultiExitNet, data: Split, targets: Tensor, rows: Te
     """Fit every exit of ``model`` to the soft labels ``targets`` on rows ``rows`` of ``data``
     (performance loss, Adam, step schedule); returns the seconds it took."""
     t0 = time.perf_counter()
-    opt = optimizer or torch.optim.Adam(model.parameters(), lr=attack.lr)
+    if getattr(attack, "labels_only", False):
+        targets = as_labels(targets)
     rows = rows.long()
+    if not len(rows):  # every account refused before a single answer: nothing to train on
+        return time.perf_counter() - t0
+    opt = optimizer or torch.optim.Adam(model.parameters(), lr=attack.lr)
     target_dev = targets.to(ctx.device)
     rows_dev = rows.to(ctx.device)
 
@@ -225,7 +253,7 @@ def finish(model: MultiExitNet, data: Split, targets: Tensor, train_rows: Tensor
     """Set the substitute's thresholds by the output strategy (``global``: the fixed threshold;
     ``owner-rule``: calibrated on the held-out rows, the training rows if there are none) and
     package the result."""
-    if attack.strategy == "global":
+    if attack.strategy == "global" or not len(train_rows) + len(val_rows):
         q = attack.threshold
         rule: dict[str, Any] = {"strategy": "global", "rule": "one fixed confidence threshold for every internal exit",
                                 "threshold": q}

@@ -64,6 +64,7 @@ from attacks._baseline import (
     query_all,
     train_substitute,
 )
+from attacks._common import Accounts
 from benchmark.api.attack import AttackContext, StolenModel
 from benchmark.api.victim import MultiExitNet
 from benchmark.data import Split
@@ -143,32 +144,48 @@ class ESA(BaselineAttack):
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
         seconds, log = 0.0, []
 
+        pool = Accounts.of(oracle, ctx, budget, self, natural=query_data)
+        pos = [(train_pos, val_pos)] * rounds  # per round: positions of training and held-out rows
+
         x = noise_images(size, oracle.input_shape, gen, self.init)
         for r in range(rounds):
-            rows = slice(r * size, (r + 1) * size)
             batch = as_split(x)
-            probs = query_all(oracle, batch, ctx, f"query victim (round {r + 1}/{rounds})")
-            xs[rows], targets[rows] = batch.x, probs
-            data = Split(xs[:(r + 1) * size], torch.zeros((r + 1) * size, dtype=torch.long))
+            probs = query_all(pool, batch, ctx, f"query victim (round {r + 1}/{rounds})")
+            got = len(probs)
+            rows = slice(r * size, r * size + got)
+            xs[rows], targets[rows] = batch.x[:got], probs
+            if got < size:  # every account refused: keep this round's answers and stop
+                pos[r] = (train_pos[train_pos < got], val_pos[val_pos < got])
+                rounds = r + 1 if got else r
+                pos = pos[:rounds]
+                total = r * size + got
+                xs, targets = xs[:total], targets[:total]
+                if not got:
+                    break
+            data = Split(xs[:r * size + got], torch.zeros(r * size + got, dtype=torch.long))
             first = 0 if self.accumulate else r
-            train_rows = torch.cat([k * size + train_pos for k in range(first, r + 1)])
+            train_rows = torch.cat([k * size + pos[k][0] for k in range(first, r + 1)])
             for group in opt.param_groups:  # each E-step gets a fresh step schedule
                 group["lr"] = self.lr
             seconds += train_substitute(model, data, targets, train_rows, self, ctx, f"E-step {r + 1}/{rounds}",
                                         optimizer=opt, seed=ctx.seed + r)
             log.append({"round": r + 1, "victim_mean_confidence": float(probs.max(1).values.mean()),
                         "victim_labels_seen": int(probs.argmax(1).unique().numel())})
+            if got < size:
+                break
             if r + 1 < rounds:  # S-step
                 y = torch.from_numpy(rng.dirichlet(np.full(oracle.num_classes, self.dirichlet_alpha), size)).float()
                 start = noise_images(size, oracle.input_shape, gen, self.init)
                 x = opt_syn(model, y, start, self.opt_steps, self.opt_lr, ctx.device)
 
         data = Split(xs, torch.zeros(total, dtype=torch.long))
-        all_train = torch.cat([k * size + train_pos for k in range(rounds)])
-        all_val = torch.cat([k * size + val_pos for k in range(rounds)])
+        empty = torch.empty(0, dtype=torch.long)
+        all_train = torch.cat([empty] + [k * size + pos[k][0] for k in range(rounds)])
+        all_val = torch.cat([empty] + [k * size + pos[k][1] for k in range(rounds)])
         if self.refit and rounds > 1:  # final estimate: a fresh substitute on every answer bought
             model = build_substitute(oracle, ctx)
             seconds += train_substitute(model, data, targets, all_train, self, ctx, "refit on all rounds")
         details = {"rounds": rounds, "syn_size": size, "queries": total, "unused_budget": budget - total,
-                   "accumulate": self.accumulate, "refit": self.refit, "train_seconds": seconds, "per_round": log}
+                   "accumulate": self.accumulate, "refit": self.refit, "train_seconds": seconds, "per_round": log,
+                   "labels_only": self.labels_only, **pool.details()}
         return finish(model, data, targets, all_train, all_val, self, ctx, details)

@@ -51,7 +51,7 @@ from attacks._baseline import (
     holdout,
     train_substitute,
 )
-from attacks._common import kl_to_targets, query_split
+from attacks._common import Accounts, Exhausted, as_labels, kl_to_targets, query_split
 from benchmark.api.attack import AttackContext, StolenModel
 from benchmark.data import Split
 from benchmark.errors import ConfigError
@@ -116,22 +116,26 @@ class KnockOff(BaselineAttack):
     def run(self, oracle: BlackBox, query_data: Split, budget: int, ctx: AttackContext) -> StolenModel:
         n = min(self.usable_budget(oracle, budget), len(query_data))
         gen = torch.Generator().manual_seed(ctx.seed)
+        pool = Accounts.of(oracle, ctx, budget, self, natural=query_data)
         if self.sampling == "random":
             index = torch.randperm(len(query_data), generator=gen)[:n]
-            probs, _ = query_split(oracle, query_data, index, progress=ctx.progress, desc="query victim")
+            probs, _ = query_split(pool, query_data, index, progress=ctx.progress, desc="query victim")
+            index = index[:len(probs)]
             extra = {}
         else:
-            index, probs, extra = self.adaptive(oracle, query_data, n, gen, ctx)
+            index, probs, extra = self.adaptive(pool, query_data, n, gen, ctx)
+        n = len(index)
         data = Split(query_data.x[index], query_data.y[index])
         train_rows, val_rows = holdout(n, self.val_fraction, gen)
         model = build_substitute(oracle, ctx)
         seconds = train_substitute(model, data, probs, train_rows, self, ctx)
         classes, counts = data.y.unique(return_counts=True)
         details = {"sampling": self.sampling, "queries": n, "train_seconds": seconds,
+                   "labels_only": self.labels_only, **pool.details(),
                    "query_class_hist": {int(c): int(k) for c, k in zip(classes, counts)}, **extra}
         return finish(model, data, probs, train_rows, val_rows, self, ctx, details)
 
-    def adaptive(self, oracle: BlackBox, query_data: Split, n: int, gen: torch.Generator,
+    def adaptive(self, oracle: BlackBox | Accounts, query_data: Split, n: int, gen: torch.Generator,
                  ctx: AttackContext) -> tuple[Tensor, Tensor, dict]:
         """Collect ``n`` queries with the gradient bandit; returns (rows of query_data, answers, details)."""
         classes = query_data.y.unique()
@@ -167,7 +171,14 @@ class KnockOff(BaselineAttack):
                     pi = policy()
             rows = torch.tensor(batch_rows)
             x = query_data.images(rows)
-            y = oracle.query(x).probs.float()
+            try:
+                y = oracle.query(x).probs.float()
+            except Exhausted:  # every account refused (or no budget left): train on what we have
+                break
+            if len(y) < len(x):
+                rows, x, batch_actions = rows[:len(y)], x[:len(y)], batch_actions[:len(y)]
+            if self.labels_only:
+                y = as_labels(y)
             x = x.to(ctx.device)
             target = y.clamp_min(1e-8)
             target = target / target.sum(1, keepdim=True)
@@ -201,11 +212,17 @@ class KnockOff(BaselineAttack):
             answers.append(y)
             actions.extend(batch_actions)
             collected += b
+            if len(rows) < b:
+                break
 
         final_pi = policy()
         details = {"bandit": {"classes": [int(c) for c in classes], "final_policy": final_pi.tolist(),
-                              "actions_hist": torch.bincount(torch.tensor(actions), minlength=len(classes)).tolist(),
-                              "mean_raw_reward": {k: float(torch.cat(v).mean()) for k, v in raw.items()},
+                              "actions_hist": torch.bincount(torch.tensor(actions, dtype=torch.long),
+                                                             minlength=len(classes)).tolist(),
+                              "mean_raw_reward": {k: float(torch.cat(v).mean()) if v else None
+                                                   for k, v in raw.items()},
                               "mean_reward": reward_sum / max(1, reward_count), "reward": self.reward,
                               "window": self.window, "bandit_lr": self.bandit_lr}}
+        if not index:
+            return torch.empty(0, dtype=torch.long), torch.empty(0, oracle.num_classes), details
         return torch.cat(index), torch.cat(answers), details

@@ -32,6 +32,7 @@ from attacks._baseline import (
     query_all,
     train_substitute,
 )
+from attacks._common import Accounts
 from benchmark.api.attack import AttackContext, StolenModel
 from benchmark.data import Split
 from benchmark.errors import ConfigError
@@ -65,12 +66,16 @@ class Noise(BaselineAttack):
         parts = [as_split(noise_images(min(CHUNK, n - s), oracle.input_shape, gen, self.distribution, self.p,
                                        self.mean, self.std)) for s in range(0, n, CHUNK)]
         data = Split(torch.cat([s.x for s in parts]), torch.cat([s.y for s in parts]))
-        probs = query_all(oracle, data, ctx, "query victim (noise)")
+        pool = Accounts.of(oracle, ctx, budget, self, natural=query_data)
+        probs = query_all(pool, data, ctx, "query victim (noise)")
+        n = len(probs)
+        data = Split(data.x[:n], data.y[:n])
         train_rows, val_rows = holdout(n, self.val_fraction, gen)
         model = build_substitute(oracle, ctx)
         seconds = train_substitute(model, data, probs, train_rows, self, ctx)
         labels = torch.bincount(probs.argmax(1), minlength=oracle.num_classes)
         details = {"queries": n, "distribution": self.distribution, "train_seconds": seconds,
-                   "victim_label_hist": (labels.double() / n).tolist(),
-                   "victim_mean_confidence": float(probs.max(1).values.mean())}
+                   "victim_label_hist": (labels.double() / max(n, 1)).tolist(),
+                   "victim_mean_confidence": float(probs.max(1).values.mean()) if n else None,
+                   "labels_only": self.labels_only, **pool.details()}
         return finish(model, data, probs, train_rows, val_rows, self, ctx, details)

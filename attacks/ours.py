@@ -4,8 +4,8 @@
    recovers each query's exit and the number of exits (Sec. 2.2, Eq. 1; ``attacks/_exits.py``; an
    exit used by few queries counts when its peak is statistically significant, ``rare_prominence``
    and ``min_z``).
-   With ``repeats`` > 1 every query is asked that often and its fastest time is kept (defeats
-   i.i.d. jitter; keyed jitter is immune).
+   With ``repeats`` > 1 every query is asked that often and one statistic of its R times is kept
+   (``repeat_stat``, below; defeats i.i.d. jitter; a keyed delay needs ``perturb``).
 2. Training: a substitute of the chosen family with that many evenly placed exits, trained with
    the performance loss (KL from the victim's output to every exit, Eq. 2) plus the strategy loss
    (Eq. 3): for a sample the victim answered at exit k, push exit k's confidence above ``alpha``
@@ -15,6 +15,36 @@
    weight 1 gave clo 0.762 / cc_ratio 1.154, weight 3 gave 0.766 / 1.093).
 3. Output-strategy search: thresholds maximising exit agreement on the queries (Eq. 4;
    ``attacks/_strategy.py``).
+
+Adaptive options (issue 18; ``docs/attacks.md``):
+
+``repeat_stat`` = ``min`` (default) | ``mean`` | ``median``, with ``repeats`` = R
+    Expectation over Transformation (Athalye et al., ICML 2018) against random delays (``jitter``,
+    TimeGuard of Li et al., CCS 2022): the R latencies of a query are reduced to one. ``min`` is
+    the first order statistic: for a delay distribution with its mass down to 0 (uniform jitter
+    of span S) the minimum of R answers exceeds the service time by S / (R + 1) on average (the
+    mean of the minimum of R uniforms on [0, S]) and its spread shrinks as 1/R, where the mean's
+    shrinks as 1/sqrt(R); ``mean`` is the right statistic for symmetric zero-mean noise;
+    ``median`` resists outliers. Costs R queries per sample.
+``delay_span`` (seconds, default 0: unknown)
+    Order statistics where the delay distribution is known: with uniform jitter of known span S,
+    the kept minimum is corrected by its bias, ``min - S / (R + 1)``, an unbiased estimate of the
+    service time (the exits' times are then on the victim's own scale). A constant shift does not
+    change which queries the KDE groups together; it matters where the times are compared with
+    known exit costs.
+``perturb`` (default false), ``perturb_pixels`` (default 4)
+    Against keyed delays (keyed ``jitter``, TimeGuard: the delay is a function of the input, so
+    exact repeats return it again): every repeat after the first asks an imperceptibly perturbed
+    copy, ``perturb_pixels`` random pixel values moved by one uint8 level (1/255), which changes
+    the canonical form the defenses key on and so draws a fresh delay; the fastest is kept. The
+    answer's exit can change with the input; one level on a few pixels rarely moves it.
+``labels_only`` (default false)
+    Train on the one-hot of the victim's labels instead of its probabilities (against output
+    perturbation: reverse sigmoid, MAD, rounding, adaptive misinformation); exit recovery is
+    unchanged.
+``accounts``, ``sybil``, ``mix``
+    Several accounts, round-robin spreading and natural-query mixing against PRADA and refusal
+    handling, as for the baselines (``attacks/_common.py``).
 """
 
 from __future__ import annotations
@@ -27,7 +57,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attacks._common import kl_to_targets, query_split
+from attacks._common import Accounts, as_labels, kl_to_targets, query_split
 from attacks._exits import estimate_exits
 from attacks._strategy import search_thresholds
 from benchmark.api.attack import Attack, AttackContext, StolenModel
@@ -49,6 +79,51 @@ def strategy_loss(outs: list[Tensor], exits: Tensor, alpha: float, beta: float) 
     reach = torch.relu(alpha - conf) * (at & (exits[:, None] < k - 1))
     stay = torch.relu(conf - beta) * before
     return (reach + stay).sum(1).mean()
+
+
+REPEAT_STATS = ("min", "mean", "median")
+
+
+def perturbed_images(data: Split, rows: Tensor, pixels: int, gen: torch.Generator) -> Tensor:
+    """Rows ``rows`` of ``data`` as float images with ``pixels`` random values per image moved by
+    one uint8 level (up, or down where the value is 255): a new canonical form, the same image
+    to the eye."""
+    x = data.x[rows].clone()
+    flat = x.view(len(x), -1)
+    pos = torch.randint(flat.shape[1], (len(x), pixels), generator=gen)
+    vals = flat.gather(1, pos).long()
+    vals = torch.where(vals >= 255, vals - 1, vals + 1)
+    flat.scatter_(1, pos, vals.to(torch.uint8))
+    return x.float().div_(255.0)
+
+
+def repeated_latency(pool, data: Split, index: Tensor, repeats: int, stat: str = "min", perturb: bool = False,
+                     pixels: int = 4, seed: int = 0, delay_span: float = 0.0, progress: bool = False
+                     ) -> tuple[Tensor, np.ndarray]:
+    """Ask rows ``index`` of ``data`` ``repeats`` times (repeats after the first perturbed when
+    ``perturb``); returns (first answers' probabilities, one latency per answered row: ``stat``
+    over its repeats, the minimum corrected by ``delay_span / (repeats + 1)`` when a uniform delay
+    span is known). Stops early, keeping what it has, when the accounts are refused."""
+    gen = torch.Generator().manual_seed(seed + 0x9E7)
+    probs, first = query_split(pool, data, index, progress=progress, desc="query victim")
+    lats = [first.numpy()]
+    n = len(probs)
+    for r in range(1, repeats):
+        images = (lambda rows: perturbed_images(data, rows, pixels, gen)) if perturb else None
+        _, again = query_split(pool, data, index[:n], progress=progress, desc=f"repeat {r}", images=images)
+        if len(again) < n:  # refused part-way: the rows answered this time get one more sample
+            again = torch.cat([again, torch.full((n - len(again),), float("nan"), dtype=again.dtype)])
+        lats.append(again.numpy())
+    stack = np.stack(lats)
+    if stat == "min":
+        lat = np.nanmin(stack, 0)
+        if delay_span > 0:
+            lat = lat - delay_span / (np.isfinite(stack).sum(0) + 1)
+    elif stat == "mean":
+        lat = np.nanmean(stack, 0)
+    else:
+        lat = np.nanmedian(stack, 0)
+    return probs, lat
 
 
 @ATTACKS.register("ours")
@@ -74,8 +149,22 @@ class Ours(Attack):
     max_valley: float = 0.5
     min_mass: float = 0.002
     max_exits: int = 8
+    repeat_stat: str = "min"
+    delay_span: float = 0.0
+    perturb: bool = False
+    perturb_pixels: int = 4
+    labels_only: bool = False
+    accounts: int = 1
+    sybil: bool = False
+    mix: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.repeat_stat not in REPEAT_STATS:
+            raise ConfigError(f"attack 'ours': repeat_stat must be one of {', '.join(REPEAT_STATS)}, "
+                              f"got {self.repeat_stat!r}")
+        if not self.delay_span >= 0 or self.perturb_pixels < 1 or self.accounts < 1 or not 0 <= self.mix < 1:
+            raise ConfigError("attack 'ours': need delay_span >= 0, perturb_pixels >= 1, accounts >= 1 "
+                              "and 0 <= mix < 1")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError("attack 'ours': epochs, batch_size and lr must be positive")
         if not 0 < self.beta <= self.alpha < 1:
@@ -106,11 +195,16 @@ class Ours(Attack):
         index = torch.randperm(len(query_data), generator=gen)[:n]
 
         # 1. estimation
-        probs, latency = query_split(oracle, query_data, index, progress=ctx.progress, desc="query victim")
-        lat = latency.numpy()
-        for r in range(1, self.repeats):
-            _, again = query_split(oracle, query_data, index, progress=ctx.progress, desc=f"repeat {r}")
-            lat = np.minimum(lat, again.numpy())
+        pool = Accounts.of(oracle, ctx, budget, self, natural=query_data)
+        probs, lat = repeated_latency(pool, query_data, index, self.repeats, self.repeat_stat, self.perturb,
+                                      self.perturb_pixels, ctx.seed, self.delay_span, ctx.progress)
+        n = len(probs)
+        index = index[:n]
+        if n < 2:
+            raise ConfigError(f"attack 'ours': the service answered {n} queries before refusing every account "
+                              f"({pool.details()['refused_queries']} refused); nothing to estimate exits from")
+        if self.labels_only:
+            probs = as_labels(probs)
         bw = self.bandwidth if self.bandwidth in ("scott", "silverman") else float(self.bandwidth)
         est = estimate_exits(lat, bw, self.bw_scale, self.prominence, self.max_valley, self.min_mass, self.max_exits,
                              rare_prominence=self.rare_prominence, min_z=self.min_z)
@@ -148,6 +242,10 @@ class Ours(Attack):
             "bandwidth_s": est.bandwidth,
             "samples": n,
             "repeats": self.repeats,
+            "repeat_stat": self.repeat_stat,
+            "perturb": self.perturb,
+            "labels_only": self.labels_only,
+            **pool.details(),
             "thresholds": [float(t) for t in thresholds],
             "query_exit_agreement": agree / n,
             "train_seconds": train_seconds,

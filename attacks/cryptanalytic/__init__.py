@@ -160,6 +160,7 @@ class Cryptanalytic(Attack):
             "self_check_max_rel_error": result.self_check_error,
             "seconds": result.seconds,
             "queries": result.queries,
+            "refused_queries": access.refused,
             "claimed_recovered_per_layer": [int(r.sum()) for r in result.recovered],
         }
         return ExtractedMLP(model=None, details=details, sizes=sizes, weights=result.weights,

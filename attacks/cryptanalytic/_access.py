@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from benchmark.errors import BudgetExceeded, ConfigError
+from benchmark.errors import AccountRefused, BudgetExceeded, ConfigError
 from benchmark.oracle import BlackBox
 
 EPS64 = float(np.finfo(np.float64).eps)
@@ -34,6 +34,7 @@ class Access:
         r = rng.normal(size=self.output_dim)
         self.direction = r / np.linalg.norm(r) if self.output_dim > 1 else np.ones(1)
         self.reserve = int(reserve)  # queries kept back for the final layer and the self-check
+        self.refused = 0  # queries of batches the service refused (AccountRefused)
         self.noise = 0.0  # absolute noise floor of scalar answers (set by estimate_noise)
 
     @property
@@ -53,6 +54,9 @@ class Access:
         try:
             r = self.oracle.query(torch.from_numpy(x))
         except BudgetExceeded as exc:
+            raise OutOfBudget(str(exc)) from exc
+        except AccountRefused as exc:  # a detection defense refused the account: stop like out of budget
+            self.refused += len(x)
             raise OutOfBudget(str(exc)) from exc
         out = r.probs.detach().cpu().numpy().astype(np.float64)
         return out.reshape(len(x), -1)
