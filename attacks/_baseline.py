@@ -50,7 +50,7 @@ Output strategy, option ``strategy``:
       candidate's accuracy** (default ``tolerance`` 0.01, i.e. within 1% of the best); ties go
       to the higher accuracy, then to the larger ``q``.
 
-Adaptive options (issue 18; ``docs/attacks.md``), shared by the three baselines:
+Adaptive options (``docs/attacks.md``), shared by the three baselines:
 
 ``labels_only`` (default false)
     Train on the one-hot of each answer's top-1 class (cross-entropy with the victim's labels)

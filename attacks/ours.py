@@ -16,7 +16,7 @@
 3. Output-strategy search: thresholds maximising exit agreement on the queries (Eq. 4;
    ``attacks/_strategy.py``).
 
-Adaptive options (issue 18; ``docs/attacks.md``):
+Adaptive options (``docs/attacks.md``):
 
 ``repeat_stat`` = ``min`` (default) | ``mean`` | ``median``, with ``repeats`` = R
     Expectation over Transformation (Athalye et al., ICML 2018) against random delays (``jitter``,
