@@ -119,6 +119,27 @@ class Oracle:
         return BlackBox(self)
 
 
+class ForwardingOracle(Oracle):
+    """An Oracle in front of another (``inner``): counters, shapes, profile, owner resources and
+    input checks are the inner oracle's; subclasses change ``query``."""
+
+    def __init__(self, inner: Oracle) -> None:  # no super().__init__: the counters are the inner's
+        self.inner = inner
+
+    budget = property(lambda self: self.inner.budget)
+    used = property(lambda self: self.inner.used)
+    num_classes = property(lambda self: self.inner.num_classes)
+    input_shape = property(lambda self: self.inner.input_shape)
+    latency_profile = property(lambda self: self.inner.latency_profile)
+    owner = property(lambda self: self.inner.owner)
+
+    def check_query(self, x: Tensor) -> None:
+        self.inner.check_query(x)
+
+    def query(self, x: Tensor, account: str = "") -> Response:
+        return self.inner.query(x, account)
+
+
 class BlackBox:
     """What an attack holds: query, budget counters, output size and input shape. Nothing else
     (``__slots__`` and closures keep the server object out of reach of ordinary attribute access)."""

@@ -32,3 +32,23 @@ def tiny_oracle(budget: int = 1000, seed: int = 0, profile: LatencyProfile = PRO
     model = tiny_victim()
     resources = OwnerResources(model, tiny_task(), "cpu", "test-sdn-tiny") if owner else None
     return VictimOracle(model, SimulatedTiming(profile, seed), budget, owner=resources)
+
+
+def briefly_trained_oracle(profile: LatencyProfile = PROFILE):
+    """``tiny_oracle`` with owner resources whose victim is trained for a few seconds (4 epochs of
+    Adam on the owner's tiny task), so that it predicts several classes."""
+    oracle = tiny_oracle(budget=100_000, profile=profile, owner=True)
+    model, task = oracle.owner.model, oracle.owner.task
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(4):
+        for start in range(0, len(task.train), 64):
+            rows = torch.arange(start, min(start + 64, len(task.train)))
+            x, y = task.train.images(rows), task.train.y[rows]
+            loss = sum(torch.nn.functional.cross_entropy(lg, y) for lg in model(x))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    return oracle

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import PROFILE, tiny_oracle
+from helpers import PROFILE, briefly_trained_oracle, tiny_oracle
 
 from attacks._common import Accounts, query_split
 from attacks.ours import perturbed_images, repeated_latency
@@ -110,24 +110,6 @@ def test_ours_trains_on_what_it_has_when_refused(query_set):
 
 # ---- 2. label-only training against reverse sigmoid --------------------------------------------
 
-def _briefly_trained_model():
-    oracle = tiny_oracle(budget=100_000, owner=True)
-    model, task = oracle.owner.model, oracle.owner.task
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(4):
-        for start in range(0, len(task.train), 64):
-            rows = torch.arange(start, min(start + 64, len(task.train)))
-            loss = sum(torch.nn.functional.cross_entropy(lg, task.train.y[rows])
-                       for lg in model(task.train.images(rows)))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    return oracle
-
-
 def _agreement(stolen, oracle, images) -> float:
     with torch.no_grad():
         victim = oracle.query(images).probs.argmax(1)
@@ -143,7 +125,7 @@ def test_label_only_knockoff_is_immune_to_reverse_sigmoid(query_set):
     separate run (other RNG state) at the default beta=1, gamma=0.1 soft reached 0.386 and
     label-only 0.296 (undefended soft 0.534): at this budget labels carry less than mildly
     perturbed soft answers, so label-only wins against a strong perturbation, not a mild one."""
-    oracle = _briefly_trained_model()
+    oracle = briefly_trained_oracle()
     test = make_task_split(500, torch.Generator().manual_seed(11)).images()
     runs = {}
     for defense, labels_only in (("none", True), ("reverse_sigmoid", True), ("reverse_sigmoid", False)):

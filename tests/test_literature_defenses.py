@@ -5,7 +5,7 @@ TimeGuard, and keyed jitter keyed on the canonical form of the input."""
 import numpy as np
 import pytest
 import torch
-from helpers import PROFILE, tiny_oracle
+from helpers import PROFILE, briefly_trained_oracle, tiny_oracle
 from scipy import stats
 
 from benchmark.datasets.synthetic import make_task_split
@@ -233,32 +233,19 @@ def _spread(exits: torch.Tensor, pred: torch.Tensor, rates: np.ndarray, n_exits:
 
 
 @pytest.fixture(scope="module")
-def briefly_trained_oracle():
+def spread_exit_oracle():
     """The tiny victim trained for a few seconds (so it predicts several classes) with thresholds at
     quantiles of each exit's confidence on the owner's validation split (so exits spread)."""
-    exact = LatencyProfile(PROFILE.mean, (0.0,) * 4, "noiseless")
-    oracle = tiny_oracle(budget=100_000, profile=exact, owner=True)
+    oracle = briefly_trained_oracle(LatencyProfile(PROFILE.mean, (0.0,) * 4, "noiseless"))
     model, task = oracle.owner.model, oracle.owner.task
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(4):
-        for start in range(0, len(task.train), 64):
-            rows = torch.arange(start, min(start + 64, len(task.train)))
-            x, y = task.train.images(rows), task.train.y[rows]
-            loss = sum(torch.nn.functional.cross_entropy(lg, y) for lg in model(x))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
     with torch.no_grad():
         conf = [torch.softmax(lg, 1).amax(1) for lg in model(task.val.images())]
     model.set_thresholds([float(conf[k].quantile(q)) for k, q in enumerate((0.7, 0.7, 0.6))] + [0.0])
     return oracle
 
 
-def test_per_class_exit_balances_exit_rates_across_predicted_classes(briefly_trained_oracle):
-    oracle = briefly_trained_oracle
+def test_per_class_exit_balances_exit_rates_across_predicted_classes(spread_exit_oracle):
+    oracle = spread_exit_oracle
     exact = LatencyProfile(PROFILE.mean, (0.0,) * 4, "noiseless")
     wrapped = DEFENSES["per_class_exit"]().wrap(oracle, seed=0)
     val = oracle.owner.task.val.images()
@@ -274,8 +261,8 @@ def test_per_class_exit_balances_exit_rates_across_predicted_classes(briefly_tra
     assert torch.allclose(out.latency, torch.tensor(exact.mean, dtype=torch.float64)[out.exits])
 
 
-def test_random_exit_at_rho_one_exits_independently_of_the_input(briefly_trained_oracle):
-    oracle = briefly_trained_oracle
+def test_random_exit_at_rho_one_exits_independently_of_the_input(spread_exit_oracle):
+    oracle = spread_exit_oracle
     wrapped = DEFENSES["random_exit"](rho=1.0).wrap(oracle, seed=0)
     x = _images(600, 21)
     out = wrapped.query(x)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from benchmark.oracle import Oracle, Response
+from benchmark.oracle import ForwardingOracle, Oracle, Response
 
 
 @dataclass(frozen=True)
@@ -41,27 +41,17 @@ def defense_name(defense: Defense) -> str:
     return defense.name if defense.name != "defense" else type(defense).__name__
 
 
-class DefendedOracle(Oracle):
+class DefendedOracle(ForwardingOracle):
     """An Oracle wrapped by a Defense; budget and shape are the inner oracle's."""
 
-    def __init__(self, inner: Oracle, defense: Defense, seed: int) -> None:  # no super().__init__
-        self.inner = inner
+    def __init__(self, inner: Oracle, defense: Defense, seed: int) -> None:
+        super().__init__(inner)
         self.defense = defense
         self.state = defense.make_state(inner, seed)
         # plugins written before accounts existed define apply(state, x, response): still served
         self._takes_account = "account" in inspect.signature(defense.apply).parameters
         self.answered = 0
         self.added_latency = 0.0
-
-    budget = property(lambda self: self.inner.budget)
-    used = property(lambda self: self.inner.used)
-    num_classes = property(lambda self: self.inner.num_classes)
-    input_shape = property(lambda self: self.inner.input_shape)
-    latency_profile = property(lambda self: self.inner.latency_profile)
-    owner = property(lambda self: self.inner.owner)
-
-    def check_query(self, x: Tensor) -> None:
-        self.inner.check_query(x)
 
     def query(self, x: Tensor, account: str = "") -> Response:
         raw = self.inner.query(x, account)

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from benchmark.data import Split
 from benchmark.errors import AccountRefused, BudgetExceeded, InvalidQuery
-from benchmark.oracle import Oracle, Response
+from benchmark.oracle import ForwardingOracle, Oracle, Response
 
 HONEST_BATCH = 256
 
@@ -29,23 +29,13 @@ def carve_honest(test: Split, seed: int) -> tuple[Split, Split]:
     return Split(test.x[score], test.y[score]), Split(test.x[honest], test.y[honest])
 
 
-class _Recording(Oracle):
+class _Recording(ForwardingOracle):
     """Passes queries to the victim's oracle and keeps the last undefended response (the service
     compares it with what the defense made of it)."""
 
-    def __init__(self, inner: Oracle) -> None:  # no super().__init__: counters are the inner's
-        self.inner = inner
+    def __init__(self, inner: Oracle) -> None:
+        super().__init__(inner)
         self.last: Response | None = None
-
-    budget = property(lambda self: self.inner.budget)
-    used = property(lambda self: self.inner.used)
-    num_classes = property(lambda self: self.inner.num_classes)
-    input_shape = property(lambda self: self.inner.input_shape)
-    latency_profile = property(lambda self: self.inner.latency_profile)
-    owner = property(lambda self: self.inner.owner)
-
-    def check_query(self, x: Tensor) -> None:
-        self.inner.check_query(x)
 
     def query(self, x: Tensor, account: str = "") -> Response:
         self.last = self.inner.query(x, account)
