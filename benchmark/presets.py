@@ -8,6 +8,12 @@ chosen with ``--attack``.
 ``paper:table3:<victim>-by-<substitute>``: Table 3, cross-architecture stealing on CIFAR10 with
 4-exit victims (``exits=4``) and the substitute backbone given.
 
+``paper:cpu-fashionmnist``: the paper's Fashion-MNIST protocol at a size two CPU cores train in
+minutes: the embedded ``sdn-tiny`` victim (4 exits) trained on a seeded 10,000-image subset of the
+real training split (``train_subset``; scored on the full 10,000-image test set), the 5,000 real
+MNIST digits as the task-irrelevant query set (in place of TinyImageNet, which needs a download),
+``sdn-tiny`` as the substitute. Departures from the paper: victim size and training set, query set.
+
 Backbones: vgg16, resnet56, mobilenet; datasets: cifar10, gtsrb, svhn, fashionmnist. A preset only
 fills RunConfig settings; flags given next to it override them.
 """
@@ -25,6 +31,8 @@ DATASETS = ("cifar10", "gtsrb", "svhn", "fashionmnist")
 #: digits and traffic signs change meaning when mirrored: SDN's random crop only
 NO_FLIP = ("gtsrb", "svhn")
 QUERY_DATA = "tinyimagenet"
+CPU_PRESET = "paper:cpu-fashionmnist"
+CPU_TRAIN_SUBSET = 10_000
 
 
 def _victim_options(dataset: str, **extra: Any) -> dict[str, Any]:
@@ -49,6 +57,10 @@ def _build() -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
                              "substitute_arch": substitute, "victim_options": _victim_options("cifar10", exits=4)}
             docs[name] = (f"Table 3: 4-exit SDN {v_short} victim on cifar10 stolen with an SDN {s_short} "
                           f"substitute, TinyImageNet queries")
+    presets[CPU_PRESET] = {"victim": "sdn-tiny", "dataset": "fashionmnist", "query_data": "mnist",
+                           "substitute_arch": "sdn-tiny", "victim_options": {"train_subset": CPU_TRAIN_SUBSET}}
+    docs[CPU_PRESET] = (f"Table 1 protocol on two CPU cores: sdn-tiny on {CPU_TRAIN_SUBSET:,} real Fashion-MNIST "
+                        f"training images, real MNIST digits as queries")
     return presets, docs
 
 
@@ -65,4 +77,4 @@ def apply_preset(name: str) -> dict[str, Any]:
         raise StealBenchError(f"unknown preset {name!r}; did you mean {close[0]!r}?")
     raise StealBenchError(f"unknown preset {name!r}; presets are paper:<backbone>-<dataset> and "
                           f"paper:table3:<victim>-by-<substitute> with backbones {', '.join(BACKBONES)} "
-                          f"and datasets {', '.join(DATASETS)}")
+                          f"and datasets {', '.join(DATASETS)}, and {CPU_PRESET}")

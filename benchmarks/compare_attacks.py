@@ -5,6 +5,13 @@ markdown table of acc, clo and cc_ratio beside the paper's VGG/CIFAR10 rows.
     .venv/bin/python benchmarks/compare_attacks.py --budget 10000 --seed 0 --defense none
     .venv/bin/python benchmarks/compare_attacks.py --baseline-opt tolerance=0   # a stricter SDN rule
     .venv/bin/python benchmarks/compare_attacks.py --seeds 0,1,2 --reuse        # mean ± sd over seeds
+    .venv/bin/python benchmarks/compare_attacks.py --preset paper:cpu-fashionmnist --seeds 0-4 \
+        --paper-dataset FMNIST --markdown fm.md      # real Fashion-MNIST, 95% intervals
+
+With several seeds a second table gives each metric as mean [95% t interval] over the paired
+seeds (same victim and query set per seed for every attack): ``acc``, the paper's ``clo`` on
+held-out query-set samples (``clo_query``), ``clo`` on the test set with its trivial reference
+(best constant exit), ``cc_ratio`` and ``exit_accuracy`` (``ours`` only).
 
 Each run goes through ``benchmark.runner.run(RunConfig(...))``, exactly like ``python -m benchmark
 run``, and its Result JSON is written to ``--results`` (default ``results/compare-<victim>-<dataset>-
@@ -119,6 +126,46 @@ def render_table(results: dict[str, dict], paper: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+INTERVAL_KEYS = (("acc", "acc", pct), ("clo_query", "paper clo (queries)", pct), ("clo", "test clo", pct),
+                 ("clo_trivial", "trivial", pct), ("cc_ratio", "cc_ratio", ratio),
+                 ("exit_accuracy", "exit acc", pct))
+
+
+def interval_cell(values: list[float], fmt) -> str:
+    """``mean [low, high]`` (95% t interval over seeds): percent for ``pct`` columns, ratio otherwise."""
+    from benchmark.stats import mean_interval
+
+    if not values:
+        return "-"
+    m, lo, hi = mean_interval(values)
+    if fmt is pct:
+        return f"{100 * m:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]%"
+    return f"{m:.2f} [{lo:.2f}, {hi:.2f}]x"
+
+
+def render_interval_table(per_seed: dict[int, dict[str, dict]], paper: dict[str, dict]) -> str:
+    """Markdown table over seeds: each metric as mean [95% interval]; the paper's acc / clo / cc_ratio."""
+    import pandas as pd
+
+    rows = []
+    victim = [r[label]["scores"]["victim_acc"] for r in per_seed.values() for label in list(r)[:1]]
+    pv = paper.get("Victim", {})
+    rows.append({"attack": "victim", "seeds": len(victim), "acc": interval_cell(victim, pct),
+                 "paper acc": pct(pv.get("acc")), "paper clo": "-", "paper cc_ratio": ratio(pv.get("cc_ratio"))})
+    for label, _, _, method in ATTACK_ROWS:
+        runs = [r[label]["scores"] for r in per_seed.values() if label in r]
+        if not runs:
+            continue
+        row = {"attack": label, "seeds": len(runs)}
+        for key, name, fmt in INTERVAL_KEYS:
+            row[name] = interval_cell([x[key] for x in runs if x.get(key) is not None], fmt)
+        p = paper.get(method, {})
+        row.update({"paper acc": pct(p.get("acc")), "paper clo": pct(p.get("clo")),
+                    "paper cc_ratio": ratio(p.get("cc_ratio"))})
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("-").to_markdown(index=False)
+
+
 def ordering_checks(results: dict[str, dict]) -> list[str]:
     """The paper's claims on this table, each as 'holds'/'FAILS' with the numbers."""
     out = []
@@ -145,10 +192,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", help="seeds, e.g. 0,1,2 or 0-4 (overrides --seed): every row runs once per seed and the "
                    "table shows mean ± sd over them")
     p.add_argument("--defense", default="none")
-    p.add_argument("--victim", default="sdn-tiny")
-    p.add_argument("--dataset", default="synthetic")
-    p.add_argument("--query-data", dest="query_data", default="synthetic-ood")
+    p.add_argument("--victim", default=None, help="default sdn-tiny")
+    p.add_argument("--dataset", default=None, help="default synthetic")
+    p.add_argument("--query-data", dest="query_data", default=None, help="default synthetic-ood")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--preset", help="a named configuration (e.g. paper:cpu-fashionmnist): victim, dataset, query "
+                   "set, substitute and victim options; flags given next to it override them")
+    p.add_argument("--victim-opt", dest="victim_opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="victim option (repeatable), e.g. train_subset=10000")
+    p.add_argument("--paper-backbone", dest="paper_backbone", default="VGG", help="paper rows shown: VGG, ResNet or "
+                   "MobileNet (default VGG)")
+    p.add_argument("--paper-dataset", dest="paper_dataset", default="CIFAR10",
+                   help="paper rows shown: CIFAR10, GTSRB, SVHN or FMNIST (default CIFAR10)")
+    p.add_argument("--markdown", type=Path, help="also write the tables to this Markdown file")
     p.add_argument("--attacks", help="comma-separated row labels to run (default: all): "
                    + ", ".join(label for label, *_ in ATTACK_ROWS))
     p.add_argument("--baseline-opt", dest="baseline_opt", action="append", default=[], metavar="KEY=VALUE",
@@ -160,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     try:
-        paper = read_paper_rows(args.paper_csv)  # fail before any heavy work
+        paper = read_paper_rows(args.paper_csv, args.paper_backbone, args.paper_dataset)  # fail before heavy work
+        resolve_settings(args)
         wanted = [r for r in ATTACK_ROWS if not args.attacks or r[0] in args.attacks.split(",")]
         unknown = set(args.attacks.split(",")) - {r[0] for r in ATTACK_ROWS} if args.attacks else set()
         if unknown:
@@ -172,8 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     extra = f", baseline options {' '.join(args.baseline_opt)}" if args.baseline_opt else ""
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {','.join(map(str, seeds))} (mean ± sd)"
-    print(f"{args.victim} / {args.dataset}, queries from {args.query_data}, defense {args.defense}, "
-          f"budget {args.budget}, {seed_text}, device {args.device}{extra}; paper: Table 1, VGG / CIFAR10\n")
+    vopts = "".join(f", victim {k}={v}" for k, v in sorted(args.victim_options.items()))
+    head = (f"{args.victim} / {args.dataset}{vopts}, queries from {args.query_data}, defense {args.defense}, "
+            f"budget {args.budget}, {seed_text}, device {args.device}{extra}; paper: Table 1, "
+            f"{args.paper_backbone} / {args.paper_dataset}\n")
+    print(head)
     if len(seeds) == 1:
         results = per_seed[seeds[0]]
         print(render_table(results, paper))
@@ -182,13 +242,36 @@ def main(argv: list[str] | None = None) -> int:
             print("-", line)
         return 0
     means = mean_over_seeds(per_seed)
-    print(render_table(means, paper))
-    print()
+    out = [head, render_table(means, paper), "", "Mean [95% t interval] over the paired seeds:", "",
+           render_interval_table(per_seed, paper), ""]
     per_seed_checks = [ordering_checks(r) for r in per_seed.values()]
     for i, line in enumerate(ordering_checks(means)):
         held = sum(c[i].split(":")[1].strip().startswith("holds") for c in per_seed_checks if i < len(c))
-        print(f"- on the means, {line}; per seed it holds in {held} of {len(seeds)}")
+        out.append(f"- on the means, {line}; per seed it holds in {held} of {len(seeds)}")
+    print("\n".join(out[1:]))
+    if args.markdown:
+        args.markdown.write_text("\n".join(out) + "\n")
     return 0
+
+
+def resolve_settings(args: argparse.Namespace) -> None:
+    """Fill victim / dataset / query set / substitute / victim options from ``--preset`` and the
+    flags (flags win); one-line CompareError on a bad preset or option."""
+    from benchmark.errors import StealBenchError
+    from benchmark.options import parse_kv
+    from benchmark.presets import apply_preset
+
+    try:
+        settings = apply_preset(args.preset) if args.preset else {}
+        vopts = {**settings.get("victim_options", {}), **parse_kv(args.victim_opt, "victim")}
+    except StealBenchError as exc:
+        raise CompareError(str(exc)) from exc
+    defaults = {"victim": "sdn-tiny", "dataset": "synthetic", "query_data": "synthetic-ood"}
+    for key, default in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, settings.get(key, default))
+    args.substitute_arch = settings.get("substitute_arch")
+    args.victim_options = vopts
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -214,15 +297,16 @@ def run_all(args: argparse.Namespace, rows, seed: int, multi: bool = False) -> d
         extra = parse_kv(args.baseline_opt, "baseline")
     except StealBenchError as exc:
         raise CompareError(str(exc)) from exc
-    suffix = "".join(f"-{k}{v}" for k, v in sorted(extra.items()))
+    suffix = "".join(f"-{k}{v}" for k, v in sorted({**extra, **args.victim_options}.items()))
     default = ROOT / "results" / f"compare-{args.victim}-{args.dataset}-{args.defense}-b{args.budget}-s{seed}{suffix}"
     folder = default if args.results is None else (args.results / f"s{seed}" if multi else args.results)
     results = {}
     for label, attack, opts, _ in rows:
         options = dict(opts) if attack == "ours" else {**opts, **extra}
+        more = {"substitute_arch": args.substitute_arch} if args.substitute_arch else {}
         cfg = RunConfig(attack=attack, defense=args.defense, victim=args.victim, dataset=args.dataset,
                         query_data=args.query_data, budget=args.budget, seed=seed, device=args.device,
-                        attack_options=options)
+                        attack_options=options, victim_options=dict(args.victim_options), **more)
         path = folder / (label.replace(" ", "-").replace("(", "").replace(")", "") + ".json")
         if args.reuse and path.is_file():
             cached = json.loads(path.read_text())

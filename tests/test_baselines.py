@@ -447,3 +447,28 @@ def test_compare_over_seeds_reuses_results_and_reports_means(tmp_path, capsys):
     assert "ours has the cc_ratio closest to 1: holds" in out
     assert mod.main(["--seeds", "0,x", "--paper-csv", str(csv)]) == 2
     assert "comma-separated integers" in capsys.readouterr().err
+
+
+def test_compare_interval_table_over_seeds():
+    """Several seeds: each metric as mean [95% t interval]; the paper's rows of the chosen dataset."""
+    mod = load_compare()
+    base = {"acc": 0.8, "victim_acc": 0.9, "clo": 0.7, "clo_query": 0.6, "clo_trivial": 0.5, "cc_ratio": 1.1,
+            "fidelity": 0.85, "queries": 100, "exit_accuracy": 0.9}
+    per_seed = {s: {"ours": {"scores": {**base, "acc": 0.8 + 0.02 * s}}} for s in range(3)}
+    paper = {"Ours": {"acc": 0.9169, "clo": 0.5749, "cc_ratio": 1.16}, "Victim": {"acc": 0.944, "cc_ratio": 1.0}}
+    table = mod.render_interval_table(per_seed, paper)
+    # mean 0.82, sd 0.02, t(0.975, 2) = 4.303: half width 0.0497
+    assert "82.0 [77.0, 87.0]%" in table and "60.0 [60.0, 60.0]%" in table and "1.10 [1.10, 1.10]x" in table
+    assert "57.5%" in table and "94.4%" in table
+
+
+def test_compare_preset_fills_settings():
+    mod = load_compare()
+    args = mod.argparse.Namespace(preset="paper:cpu-fashionmnist", victim_opt=["epochs=2"], victim=None,
+                                  dataset=None, query_data="synthetic-ood")
+    mod.resolve_settings(args)
+    assert (args.victim, args.dataset, args.query_data) == ("sdn-tiny", "fashionmnist", "synthetic-ood")
+    assert args.victim_options == {"train_subset": 10_000, "epochs": "2"}  # parsed by the victim
+    args.preset = "paper:nope"
+    with pytest.raises(mod.CompareError):
+        mod.resolve_settings(args)

@@ -40,7 +40,7 @@ def test_table3_rows(extracted, victim):
 
 
 def test_every_preset_is_a_valid_run_config():
-    assert len(PRESETS) == len(TABLE1) + len(TABLE3) and set(PRESET_DOCS) == set(PRESETS)
+    assert len(PRESETS) == len(TABLE1) + len(TABLE3) + 1 and set(PRESET_DOCS) == set(PRESETS)  # + cpu-fashionmnist
     for name in PRESETS:
         settings = apply_preset(name)
         config = RunConfig.from_dict(settings, source=f"preset {name}")
@@ -108,3 +108,12 @@ def test_short_paper_run_on_real_format_files(backbone, tmp_path):
     result = json.loads(out.read_text())
     assert result["config"]["victim"] == f"sdn-{backbone}" and result["config"]["query_data"] == "tinyimagenet"
     assert result["scores"]["queries"] == 250 and 0.0 <= result["scores"]["acc"] <= 1.0
+
+
+def test_cpu_fashionmnist_preset_uses_real_data_at_cpu_size():
+    """The two-core Fashion-MNIST preset: real task, real MNIST queries, a subset-trained sdn-tiny."""
+    settings = apply_preset("paper:cpu-fashionmnist")
+    assert settings["dataset"] == "fashionmnist" and settings["query_data"] == "mnist"
+    assert settings["victim"] == settings["substitute_arch"] == "sdn-tiny"
+    assert settings["victim_options"] == {"train_subset": 10_000}
+    assert "Fashion-MNIST" in PRESET_DOCS["paper:cpu-fashionmnist"]
