@@ -196,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default=None, help="default synthetic")
     p.add_argument("--query-data", dest="query_data", default=None, help="default synthetic-ood")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--timing-profile", dest="timing_profile", default="calibrated",
+                   help="latency profile of the simulated timing: calibrated (measured on this host) or flops "
+                   "(deterministic, from each exit's FLOPs; use it on a loaded host)")
     p.add_argument("--preset", help="a named configuration (e.g. paper:cpu-fashionmnist): victim, dataset, query "
                    "set, substitute and victim options; flags given next to it override them")
     p.add_argument("--victim-opt", dest="victim_opt", action="append", default=[], metavar="KEY=VALUE",
@@ -231,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {','.join(map(str, seeds))} (mean ± sd)"
     vopts = "".join(f", victim {k}={v}" for k, v in sorted(args.victim_options.items()))
     head = (f"{args.victim} / {args.dataset}{vopts}, queries from {args.query_data}, defense {args.defense}, "
-            f"budget {args.budget}, {seed_text}, device {args.device}{extra}; paper: Table 1, "
+            f"budget {args.budget}, {seed_text}, device {args.device}, timing profile {args.timing_profile}{extra}; "
+            f"paper: Table 1, "
             f"{args.paper_backbone} / {args.paper_dataset}\n")
     print(head)
     if len(seeds) == 1:
@@ -306,7 +310,8 @@ def run_all(args: argparse.Namespace, rows, seed: int, multi: bool = False) -> d
         more = {"substitute_arch": args.substitute_arch} if args.substitute_arch else {}
         cfg = RunConfig(attack=attack, defense=args.defense, victim=args.victim, dataset=args.dataset,
                         query_data=args.query_data, budget=args.budget, seed=seed, device=args.device,
-                        attack_options=options, victim_options=dict(args.victim_options), **more)
+                        attack_options=options, victim_options=dict(args.victim_options),
+                        timing_profile=args.timing_profile, **more)
         path = folder / (label.replace(" ", "-").replace("(", "").replace(")", "") + ".json")
         if args.reuse and path.is_file():
             cached = json.loads(path.read_text())

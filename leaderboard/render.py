@@ -96,6 +96,21 @@ def _mean(values: list[Any]) -> float | None:
     return sum(nums) / len(nums) if nums else None
 
 
+def _interval(values: list[Any]) -> tuple[float, float] | None:
+    """95% t interval of the mean over seeds (``benchmark.stats.mean_interval``); None under two seeds."""
+    from benchmark.stats import mean_interval
+
+    nums = [float(v) for v in values if is_number(v)]
+    if len(nums) < 2:
+        return None
+    _, low, high = mean_interval(nums)
+    return low, high
+
+
+def _fmt_ci(value: Any, ci: tuple[float, float] | None) -> str:
+    return _fmt(value) if ci is None else f"{_fmt(value)} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
 def _score_means(rs: list[Row], keys: tuple[str, ...]) -> dict[str, float | None]:
     """Mean of each score over the entries of one cell."""
     return {k: _mean([r.scores.get(k) for r in rs]) for k in keys}
@@ -175,7 +190,7 @@ def _multi_exit_section(section: str, rows: list[Row]) -> str:
             "accuracy_lost": _mean([r.cost.get("accuracy_lost") for r in rs]), "latency_ms": _latency_ms(rs),
             "p99_ms": _latency_ms(rs, "added_latency_p99_s"),
             "kept": _mean([r.cost.get("latency_savings_kept") for r in rs]), "energy": _mean(energy),
-            "seeds": len({r.seed for r in rs}), "n": len(rs),
+            "seeds": len({r.seed for r in rs}), "n": len(rs), "clo_ci": _interval([r.scores.get("clo") for r in rs]),
             "acts_on": rs[0].acts_on, "verified": all(r.verified for r in rs)}
     defenses = sorted({d for d, _ in cells})
     summary = []
@@ -185,7 +200,8 @@ def _multi_exit_section(section: str, rows: list[Row]) -> str:
         n = sum(v["n"] for v in mine.values())
         summary.append({
             "defense": defense, "acts_on": next(iter(mine.values()))["acts_on"], "strongest": strongest,
-            "clo": mine[strongest]["clo"], "acc": max((v["acc"] for v in mine.values() if v["acc"] is not None),
+            "clo": mine[strongest]["clo"], "clo_ci": mine[strongest]["clo_ci"],
+            "seeds": mine[strongest]["seeds"], "acc": max((v["acc"] for v in mine.values() if v["acc"] is not None),
                                                       default=None),
             "cc_ratio": _closest_to_one([v["cc_ratio"] for v in mine.values()]),
             "accuracy_lost": _mean([v["accuracy_lost"] for v in mine.values() for _ in range(v["n"])]),
@@ -209,7 +225,9 @@ def _multi_exit_section(section: str, rows: list[Row]) -> str:
             else None
         name = s["defense"] + (" (reference)" if s is ref else "") + ("" if s["verified"] else UNVERIFIED)
         table.append({"rank": rank, "defense": name,
-                      "acts on": s["acts_on"], "strongest attack": s["strongest"], "best clo": _fmt(s["clo"]),
+                      "acts on": s["acts_on"], "strongest attack": s["strongest"],
+                      "best clo": _fmt_ci(s["clo"], s["clo_ci"]),
+                      "seeds": str(s["seeds"]),
                       "Δclo vs none": "n/a" if delta is None else f"{delta:+.3f}", "best acc": _fmt(s["acc"]),
                       "best cc_ratio": _fmt(s["cc_ratio"]), "accuracy lost": _fmt(s["accuracy_lost"]),
                       "added latency (ms)": _fmt(s["latency_ms"], 4), "p99 added (ms)": _fmt(s["p99_ms"], 4),
@@ -220,7 +238,8 @@ def _multi_exit_section(section: str, rows: list[Row]) -> str:
     for (defense, attack) in sorted(detail, key=lambda k: (order[k[0]], k[1])):
         v = detail[(defense, attack)]
         shown = attack + ("" if v["verified"] else UNVERIFIED)
-        rows_detail.append({"defense": defense, "attack": shown, "acc": _fmt(v["acc"]), "clo": _fmt(v["clo"]),
+        rows_detail.append({"defense": defense, "attack": shown, "acc": _fmt(v["acc"]),
+                            "clo": _fmt_ci(v["clo"], v["clo_ci"]),
                             "fidelity": _fmt(v["fidelity"]), "clo & fidelity": _fmt(v["clo_and_fidelity"]),
                             "cc_ratio": _fmt(v["cc_ratio"]), "exit accuracy": _fmt(v["exit_accuracy"]),
                             "queries": _fmt(v["queries"], 0), "accuracy lost": _fmt(v["accuracy_lost"]),
@@ -229,16 +248,18 @@ def _multi_exit_section(section: str, rows: list[Row]) -> str:
     return f"## {section}\n\n{_md(table)}\n\n{note}\n\n### Per-attack detail: {section}\n\n{_md(rows_detail)}\n"
 
 
-RANK_NOTE = ("Rows whose best `clo` differs from the first row of their group by less than {tol:g} (the "
-             "tolerance `verify` allows for `clo` where a run's numeric environment is not reproduced) share a rank, "
-             "shown as `n=`. `(unverified)`: an entry of the row cannot be re-run bit-identical by `verify` "
+RANK_NOTE = ("`clo` over several seeds is the mean with its 95% t interval over the seeds, `[low, high]`. "
+             "Rows share a rank, shown as `n=`, when their best `clo` differs from the first row of their group by "
+             "less than {tol:g} (the tolerance `verify` allows for `clo` where a run's numeric environment is not "
+             "reproduced) or, where both have several seeds, when their intervals overlap. "
+             "`(unverified)`: an entry of the row cannot be re-run bit-identical by `verify` "
              "everywhere (recorded without the leaderboard's numeric environment, or on a GPU); such rows are "
              "ranked after every verified row.")
 
 
 def _ranks(summary: list[dict]) -> list[str]:
     """Rank labels: verified rows first; a row ties with the first row of its group when their best
-    ``clo`` differ by less than the tolerance (``n=``)."""
+    ``clo`` differ by less than the tolerance or their seed intervals overlap (``n=``)."""
     tol = tie_tolerance()
     labels: list[str] = []
     groups: list[list[int]] = []
@@ -246,7 +267,7 @@ def _ranks(summary: list[dict]) -> list[str]:
         if groups:
             head = summary[groups[-1][0]]
             if head["verified"] == s["verified"] and head["clo"] is not None and s["clo"] is not None \
-                    and s["clo"] - head["clo"] < tol:
+                    and (s["clo"] - head["clo"] < tol or _overlap(head.get("clo_ci"), s.get("clo_ci"))):
                 groups[-1].append(i)
                 continue
         groups.append([i])
@@ -254,6 +275,11 @@ def _ranks(summary: list[dict]) -> list[str]:
         first = group[0] + 1
         labels += [f"{first}=" if len(group) > 1 else str(first)] * len(group)
     return labels
+
+
+def _overlap(a: tuple[float, float] | None, b: tuple[float, float] | None) -> bool:
+    """Whether two seed intervals overlap (False unless both exist)."""
+    return a is not None and b is not None and a[0] <= b[1] and b[0] <= a[1]
 
 
 def _exact_section(rows: list[Row]) -> str:

@@ -190,6 +190,27 @@ def test_render_ties_within_tolerance_and_ranks_unverified_rows_last(multi):
     assert "none (reference)" in lines[0] and "top1" in lines[1] and "rounding (unverified)" in lines[2]
 
 
+def test_render_shows_seed_intervals_and_ties_overlapping_ones(multi):
+    """Several seeds: clo as mean [95% t interval]; rows whose intervals overlap share a rank even
+    when their means differ by more than the tolerance, rows whose intervals do not are ranked apart."""
+    from leaderboard.render import render
+
+    def seeds(defense, clos):
+        out = []
+        for seed, clo in enumerate(clos):
+            e = _row(multi, defense, clo, True)
+            e.data["config"]["seed"] = seed
+            out.append(Entry(Path(f"{defense}-{seed}.json"), e.data))
+        return out
+
+    rows = seeds("none", [0.70, 0.74, 0.78]) + seeds("top1", [0.62, 0.70, 0.75]) + seeds("rounding", [0.20, 0.21, 0.22])
+    table = render(rows).split("### Per-attack")[0]
+    lines = [line for line in table.splitlines() if line.startswith("|") and "---" not in line][1:]
+    assert [line.split("|")[1].strip() for line in lines] == ["1", "2=", "2="]
+    assert "0.210 [0.185, 0.235]" in lines[0]  # mean 0.21, sd 0.01, t(0.975, 2) = 4.303
+    assert "rounding" in lines[0] and "top1" in lines[1] and "none (reference)" in lines[2]
+
+
 # ---- 4. nothing passes silently -----------------------------------------------------------------
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-1"])
