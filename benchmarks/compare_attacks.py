@@ -212,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                    + ", ".join(label for label, *_ in ATTACK_ROWS))
     p.add_argument("--baseline-opt", dest="baseline_opt", action="append", default=[], metavar="KEY=VALUE",
                    help="option given to every baseline (knockoff, noise, esa), e.g. tolerance=0 (repeatable)")
+    p.add_argument("--attack-opt", dest="attack_opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="option given to every attack, ours included, e.g. epochs=1 (repeatable)")
     p.add_argument("--results", type=Path, help="folder for the Result JSON files")
     p.add_argument("--reuse", action="store_true", help="reuse Result files whose configuration matches")
     p.add_argument("--paper-csv", dest="paper_csv", type=Path, default=DEFAULT_PAPER_CSV)
@@ -231,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     extra = f", baseline options {' '.join(args.baseline_opt)}" if args.baseline_opt else ""
+    extra += f", attack options {' '.join(args.attack_opt)}" if args.attack_opt else ""
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {','.join(map(str, seeds))} (mean ± sd)"
     vopts = "".join(f", victim {k}={v}" for k, v in sorted(args.victim_options.items()))
     head = (f"{args.victim} / {args.dataset}{vopts}, queries from {args.query_data}, defense {args.defense}, "
@@ -240,10 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     print(head)
     if len(seeds) == 1:
         results = per_seed[seeds[0]]
-        print(render_table(results, paper))
-        print()
-        for line in ordering_checks(results):
-            print("-", line)
+        out = [head, render_table(results, paper), "", *(f"- {line}" for line in ordering_checks(results))]
+        print("\n".join(out[1:]))
+        if args.markdown:
+            args.markdown.write_text("\n".join(out) + "\n")
         return 0
     means = mean_over_seeds(per_seed)
     out = [head, render_table(means, paper), "", "Mean [95% t interval] over the paired seeds:", "",
@@ -299,14 +302,15 @@ def run_all(args: argparse.Namespace, rows, seed: int, multi: bool = False) -> d
 
     try:
         extra = parse_kv(args.baseline_opt, "baseline")
+        common = parse_kv(getattr(args, "attack_opt", []), "attack")
     except StealBenchError as exc:
         raise CompareError(str(exc)) from exc
-    suffix = "".join(f"-{k}{v}" for k, v in sorted({**extra, **args.victim_options}.items()))
+    suffix = "".join(f"-{k}{v}" for k, v in sorted({**extra, **common, **args.victim_options}.items()))
     default = ROOT / "results" / f"compare-{args.victim}-{args.dataset}-{args.defense}-b{args.budget}-s{seed}{suffix}"
     folder = default if args.results is None else (args.results / f"s{seed}" if multi else args.results)
     results = {}
     for label, attack, opts, _ in rows:
-        options = dict(opts) if attack == "ours" else {**opts, **extra}
+        options = {**opts, **common} if attack == "ours" else {**opts, **extra, **common}
         more = {"substitute_arch": args.substitute_arch} if args.substitute_arch else {}
         cfg = RunConfig(attack=attack, defense=args.defense, victim=args.victim, dataset=args.dataset,
                         query_data=args.query_data, budget=args.budget, seed=seed, device=args.device,

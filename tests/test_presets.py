@@ -117,3 +117,47 @@ def test_cpu_fashionmnist_preset_uses_real_data_at_cpu_size():
     assert settings["victim"] == settings["substitute_arch"] == "sdn-tiny"
     assert settings["victim_options"] == {"train_subset": 10_000}
     assert "Fashion-MNIST" in PRESET_DOCS["paper:cpu-fashionmnist"]
+
+
+def _paper_gpu():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_gpu.py"
+    spec = importlib.util.spec_from_file_location("paper_gpu", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paper_gpu_script_builds_each_backbones_table_command(tmp_path, capsys):
+    """The GPU script's command per backbone: the paper preset, real MNIST queries, the paper's rows."""
+    import argparse
+
+    mod = _paper_gpu()
+    args = argparse.Namespace(device="cuda", seeds="0-1", victim_epochs=15, results=tmp_path, attacks=None,
+                              tiny=False, timing_profile="calibrated")
+    cmd = mod.compare_args("resnet56", args)
+    flags = dict(zip(cmd[::2], cmd[1::2], strict=False))
+    assert flags["--preset"] == "paper:resnet56-fashionmnist" and flags["--query-data"] == "mnist"
+    assert flags["--paper-backbone"] == "ResNet" and flags["--paper-dataset"] == "FMNIST"
+    assert "epochs=15" in cmd and "train_subset=200" not in cmd
+    assert mod.main(["--backbones", "vgg19"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "vgg19" in err
+
+
+@pytest.mark.slow
+def test_paper_gpu_script_tiny_on_cpu(tmp_path):
+    """`benchmarks/paper_gpu.py --tiny` end to end on a CPU (real Fashion-MNIST files; minutes)."""
+    from benchmark.datasets.mnist import SYSTEM_FASHIONMNIST, idx_files
+
+    if idx_files(SYSTEM_FASHIONMNIST) is None:
+        pytest.skip("needs the Debian package dataset-fashion-mnist")
+    mod = _paper_gpu()
+    out = tmp_path / "all.md"
+    assert mod.main(["--device", "cpu", "--tiny", "--backbones", "mobilenet", "--attacks", "ours,noise",
+                     "--results", str(tmp_path), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "SDN mobilenet on Fashion-MNIST" in text and "| ours |" in text and "| noise |" in text
+    assert "MobileNet / FMNIST" in text
