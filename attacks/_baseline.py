@@ -75,7 +75,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from attacks._common import Accounts, as_labels, kl_to_targets, query_split
+from attacks._common import Accounts, AdaptiveOptions, as_labels, kl_to_targets, query_split
 from benchmark.api.attack import Attack, AttackContext, StolenModel
 from benchmark.api.victim import NEVER, MultiExitNet
 from benchmark.data import Split, to_uint8
@@ -90,11 +90,8 @@ STRATEGIES = ("global", "owner-rule")
 
 
 @dataclass(frozen=True)
-class BaselineAttack(Attack):
-    """Options every baseline shares: substitute training and the global-threshold rule."""
-
-    #: what one indivisible step of the attack costs in queries, for the budget check (set per plugin)
-    step_name: ClassVar[str] = "one batch"
+class BaselineOptions(Attack):
+    """Substitute training and the global-threshold rule (the baselines' own options)."""
 
     epochs: int = 10
     lr: float = 2e-3
@@ -103,16 +100,17 @@ class BaselineAttack(Attack):
     tolerance: float = 0.01
     strategy: str = "global"
     threshold: float = 0.9
-    labels_only: bool = False
-    accounts: int = 1
-    sybil: bool = False
-    mix: float = 0.0
+
+
+@dataclass(frozen=True)
+class BaselineAttack(AdaptiveOptions, BaselineOptions):
+    """Options every baseline shares: substitute training and the global-threshold rule."""
+
+    #: what one indivisible step of the attack costs in queries, for the budget check (set per plugin)
+    step_name: ClassVar[str] = "one batch"
 
     def __post_init__(self) -> None:
-        if self.accounts < 1:
-            raise ConfigError(f"attack {self.name!r}: accounts must be >= 1, got {self.accounts}")
-        if not 0 <= self.mix < 1:
-            raise ConfigError(f"attack {self.name!r}: mix must be in [0, 1), got {self.mix}")
+        self.check_adaptive()
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError(f"attack {self.name!r}: epochs, batch_size and lr must be positive")
         if not 0 <= self.val_fraction < 1:

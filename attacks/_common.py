@@ -24,14 +24,41 @@ Accounts (:class:`Accounts`)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from benchmark.data import Split
-from benchmark.errors import AccountRefused
+from benchmark.errors import AccountRefused, ConfigError
 from benchmark.oracle import BlackBox, Response
+
+
+@dataclass(frozen=True)
+class AdaptiveOptions:
+    """The adaptive options the baselines and ``ours`` share (``docs/attacks.md``).
+
+    ``labels_only``: train on the one-hot of each answer's top-1 class (``as_labels``);
+    ``accounts``: handles sharing the budget; ``sybil``: deal each batch round-robin over them;
+    ``mix``: share of every account's queries that are natural images (see :class:`Accounts`).
+
+    Put it first among an attack's bases (``class A(AdaptiveOptions, AOptions)``) so that these
+    fields come after the attack's own, as dataclasses order fields from the last base to the first.
+    """
+
+    labels_only: bool = False
+    accounts: int = 1
+    sybil: bool = False
+    mix: float = 0.0
+
+    def check_adaptive(self) -> None:
+        """ConfigError for an ``accounts`` below 1 or a ``mix`` outside [0, 1)."""
+        if self.accounts < 1:
+            raise ConfigError(f"attack {self.name!r}: accounts must be >= 1, got {self.accounts}")
+        if not 0 <= self.mix < 1:
+            raise ConfigError(f"attack {self.name!r}: mix must be in [0, 1), got {self.mix}")
 
 
 class Exhausted(Exception):

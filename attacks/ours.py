@@ -57,7 +57,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attacks._common import Accounts, as_labels, kl_to_targets, query_split
+from attacks._common import Accounts, AdaptiveOptions, as_labels, kl_to_targets, query_split
 from attacks._exits import estimate_exits
 from attacks._strategy import search_thresholds
 from benchmark.api.attack import Attack, AttackContext, StolenModel
@@ -126,13 +126,9 @@ def repeated_latency(pool, data: Split, index: Tensor, repeats: int, stat: str =
     return probs, lat
 
 
-@ATTACKS.register("ours")
 @dataclass(frozen=True)
-class Ours(Attack):
-    """KDE exit recovery + performance/strategy loss + output-strategy search."""
-
-    min_budget = 200
-    default_budget = 10_000
+class OursOptions(Attack):
+    """The options of ``ours`` other than the shared adaptive ones (``AdaptiveOptions``)."""
 
     epochs: int = 10
     lr: float = 2e-3
@@ -153,10 +149,15 @@ class Ours(Attack):
     delay_span: float = 0.0
     perturb: bool = False
     perturb_pixels: int = 4
-    labels_only: bool = False
-    accounts: int = 1
-    sybil: bool = False
-    mix: float = 0.0
+
+
+@ATTACKS.register("ours")
+@dataclass(frozen=True)
+class Ours(AdaptiveOptions, OursOptions):
+    """KDE exit recovery + performance/strategy loss + output-strategy search."""
+
+    min_budget = 200
+    default_budget = 10_000
 
     def __post_init__(self) -> None:
         if self.repeat_stat not in REPEAT_STATS:

@@ -14,9 +14,14 @@ Departures from the paper: (1) logits are taken of probabilities clipped to ``[1
 and any entry the perturbation would make negative is set to zero before renormalising (as the
 prediction-poisoning authors' reimplementation does); (2) the top-1 label is kept explicitly: in
 the rare case the perturbed vector's argmax differs from the victim's, the two entries are
-swapped, so the label an honest user reads never changes (the paper states the defense keeps
-the label; the formula alone does not guarantee it for every ``beta, gamma``); (3) ``beta=0`` is
-the identity exactly (no renormalisation round-off). Cost: a few elementwise operations per answer.
+swapped; if the victim's label still does not hold the strictly largest value of the answer (a
+tie: ``beta = gamma = 1`` maps every entry to 1/2, so the formula's answer is uniform; the
+entries clipped to ``1e-7`` all get one value, which can be the largest; or two entries equal
+after rounding to the answer's dtype), that entry is raised to the next
+representable number above the row's maximum (one ulp, the sum then exceeds one by as much), so
+the label an honest user reads never changes (the paper states the defense keeps the label; the
+formula alone does not guarantee it for every ``beta, gamma``); (3) ``beta=0`` is the identity
+exactly (no renormalisation round-off). Cost: a few elementwise operations per answer.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ CLIP = 1e-7
 
 def reverse_sigmoid(probs: Tensor, beta: float, gamma: float) -> Tensor:
     """The paper's formula (float64 inside): renormalised ``y - beta (sigmoid(gamma logit y) - 1/2)``
-    with negative entries set to zero; the victim's top-1 label kept (see the module docstring)."""
+    with negative entries set to zero; the victim's top-1 label kept as the strictly largest entry
+    (see the module docstring)."""
     y = probs.double()
     yc = y.clamp(CLIP, 1 - CLIP)
     r = beta * (torch.sigmoid(gamma * torch.log(yc / (1 - yc))) - 0.5)
@@ -48,7 +54,16 @@ def reverse_sigmoid(probs: Tensor, beta: float, gamma: float) -> Tensor:
     if len(rows):  # swap the two entries: the victim's label is the largest again
         a, b = out[rows, top[rows]].clone(), out[rows, new[rows]].clone()
         out[rows, top[rows]], out[rows, new[rows]] = b, a
-    return out.to(probs.dtype)
+    out = out.to(probs.dtype)
+    idx = torch.arange(len(out), device=out.device)
+    mine = out[idx, top]
+    others = out.clone()
+    others[idx, top] = -torch.inf
+    tied = (others.amax(1) >= mine).nonzero().flatten()
+    if len(tied):  # a tie at the top: the victim's label one ulp above the rest
+        m = others[tied].amax(1)
+        out[tied, top[tied]] = torch.nextafter(m, torch.full_like(m, torch.inf))
+    return out
 
 
 @DEFENSES.register("reverse_sigmoid")

@@ -53,6 +53,25 @@ def test_reverse_sigmoid_keeps_the_label_where_the_formula_alone_would_not():
     assert int(out.argmax()) == int(y.argmax())
 
 
+@pytest.mark.parametrize("beta", [0.1, 0.5, 1.0, 2.0, 5.0])
+@pytest.mark.parametrize("gamma", [0.01, 0.1, 0.5, 1.0, 2.0, 10.0])
+def test_reverse_sigmoid_keeps_the_label_as_the_strictly_largest_entry(beta, gamma):
+    # beta = gamma = 1 maps every entry to 1/2 (a uniform answer); with many classes the clipped
+    # tiny entries all get one value, which can tie above the victim's label
+    gen = torch.Generator().manual_seed(round(100 * beta + gamma * 7))
+    for classes in (2, 10, 100):
+        for dtype in (torch.float32, torch.float64):
+            y = torch.softmax(torch.randn(300, classes, generator=gen, dtype=torch.float64)
+                              * torch.linspace(0.1, 30, 300, dtype=torch.float64)[:, None], 1).to(dtype)
+            out = reverse_sigmoid(y, beta=beta, gamma=gamma)
+            label = y.argmax(1)
+            assert out.dtype == dtype and torch.equal(out.argmax(1), label)
+            rest = out.clone()
+            rest[torch.arange(len(out)), label] = -1.0
+            assert (out[torch.arange(len(out)), label] > rest.amax(1)).all()
+            assert torch.allclose(out.sum(1), torch.ones(len(out), dtype=dtype), atol=1e-5) and (out >= 0).all()
+
+
 # ---- MAD ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("top1", [False, True])

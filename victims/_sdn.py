@@ -34,33 +34,12 @@ class PerClassExitNet(MultiExitNet):
         super().__init__(list(net.stages), list(net.heads), net.input_shape, net.num_classes)
         self.register_buffer("first_exit", torch.zeros(net.num_classes, dtype=torch.long))
 
-    @torch.no_grad()
-    def early_exit(self, x: Tensor):
-        from benchmark.api.victim import ExitOutput
-
-        n = x.shape[0]
-        logits = torch.empty(n, self.num_classes, device=x.device)
-        exits = torch.empty(n, dtype=torch.long, device=x.device)
-        active = torch.arange(n, device=x.device)
-        h, last = x, self.num_exits - 1
-        for k, (stage, head) in enumerate(zip(self.stages, self.heads)):
-            h = stage(h)
-            out = head(h)
-            if k == last:
-                done = torch.ones(out.shape[0], dtype=torch.bool, device=x.device)
-            else:
-                p = torch.softmax(out, dim=1)
-                conf, pred = p.max(dim=1)
-                done = conf >= self.thresholds[k]
-                if float(self.thresholds[k]) >= 0:
-                    done &= self.first_exit[pred] <= k
-            idx = active[done]
-            logits[idx] = out[done]
-            exits[idx] = k
-            if bool(done.all()):
-                break
-            h, active = h[~done], active[~done]
-        return ExitOutput(logits, exits)
+    def exit_mask(self, k: int, probs: Tensor) -> Tensor:
+        conf, pred = probs.max(dim=1)
+        done = conf >= self.thresholds[k]
+        if float(self.thresholds[k]) >= 0:
+            done &= self.first_exit[pred] <= k
+        return done
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 ``MultiExitNet`` is a backbone cut into stages with one classifier head (exit) after each stage.
 ``forward`` returns the logits of every exit (for training); ``early_exit`` really stops computing
 for a sample once the max-softmax at an exit reaches that exit's threshold (per sample, also inside
-a batch), as in SDN (Kaya et al., ICML 2019). FLOPs to each exit are measured with
-``torch.utils.flop_counter``.
+a batch), as in SDN (Kaya et al., ICML 2019); a subclass changes that rule by overriding
+``exit_mask``. FLOPs to each exit are measured with ``torch.utils.flop_counter``.
 
 ``VictimSpec`` is a registered victim family: a backbone cut into blocks plus a training recipe.
 It builds a MultiExitNet with exits after chosen blocks (at given compute fractions, or ``n`` evenly
@@ -98,10 +98,16 @@ class MultiExitNet(nn.Module):
             outs.append(head(h))
         return outs
 
+    def exit_mask(self, k: int, probs: Tensor) -> Tensor:
+        """Which of the samples still running leave at internal exit ``k``: a (B,) bool mask, given
+        that exit's softmax ``probs`` (B, C). Here: max-softmax >= ``thresholds[k]``. Subclasses
+        override this to change the exit rule; the last exit takes every sample left."""
+        return probs.amax(dim=1) >= self.thresholds[k]
+
     @torch.no_grad()
     def early_exit(self, x: Tensor) -> ExitOutput:
-        """Early-exit inference: each sample stops at the first exit whose confidence reaches its
-        threshold; only the samples still running are carried into the next stage."""
+        """Early-exit inference: each sample stops at the first exit that lets it leave
+        (``exit_mask``); only the samples still running are carried into the next stage."""
         n = x.shape[0]
         logits = torch.empty(n, self.num_classes, device=x.device)
         exits = torch.empty(n, dtype=torch.long, device=x.device)
@@ -114,7 +120,7 @@ class MultiExitNet(nn.Module):
             if k == last:
                 done = torch.ones(out.shape[0], dtype=torch.bool, device=x.device)
             else:
-                done = torch.softmax(out, dim=1).amax(dim=1) >= self.thresholds[k]
+                done = self.exit_mask(k, torch.softmax(out, dim=1))
             idx = active[done]
             logits[idx] = out[done]
             exits[idx] = k
