@@ -1,3 +1,3 @@
 """In-tree datasets; importing this package registers them in TASKS and QUERY_SETS."""
 
-from benchmark.datasets import mnist, synthetic, vision  # noqa: F401
+from benchmark.datasets import mnist, photos, synthetic, vision  # noqa: F401
