@@ -16,7 +16,7 @@ This is ``knockoff`` with ``labels_only=true`` as its default (every knockoff op
 ``attacks/knockoff.py``, ``attacks/_baseline.py``). Cost: the same queries as knockoff; what it
 loses is the dark knowledge of honest soft labels (on the tiny test victim at 1,000 queries the
 undefended label-only substitute agrees less with the victim than the soft one;
-``tests/test_adaptive_attacks.py``).
+``tests/attacks/test_adaptive_attacks.py``).
 """
 
 from __future__ import annotations

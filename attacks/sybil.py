@@ -18,7 +18,7 @@ skewed distance sets; PRADA's own paper names Sybil accounts as the way around i
 
 On a 600-query Jacobian-style stream against the tiny test victim, one account is refused after
 100 queries, four accounts without mixing are all refused, four with ``mix=0.5`` are not
-(``tests/test_adaptive_attacks.py``). This is ``esa`` with those defaults (every ESA option applies;
+(``tests/attacks/test_adaptive_attacks.py``). This is ``esa`` with those defaults (every ESA option applies;
 ``attacks/esa.py``, ``attacks/_common.py``). Cost: mix / (1 - mix) natural queries per attack
 query (at 0.5 half the budget), and ESA then completes fewer rounds.
 """

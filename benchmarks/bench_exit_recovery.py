@@ -82,7 +82,7 @@ def cases(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, int]]:
         out[f"4-exit, {n} queries"] = (mixture(rng, *FOUR, [0.64, 0.23, 0.03, 0.10], n), 4)
     out["exponential tail"] = (200e-6 + rng.exponential(50e-6, 10_000), 1)
     out["gamma"] = (rng.gamma(2.0, 100e-6, 10_000), 1)
-    epyc = ([0.63e-3, 1.06e-3, 1.74e-3, 2.19e-3], [0.04e-3, 0.05e-3, 0.11e-3, 0.11e-3])  # tests/test_exits.py
+    epyc = ([0.63e-3, 1.06e-3, 1.74e-3, 2.19e-3], [0.04e-3, 0.05e-3, 0.11e-3, 0.11e-3])  # tests/attacks/test_exits.py
     out["4-exit EPYC profile"] = (mixture(rng, *epyc, [0.64, 0.12, 0.06, 0.18], 10_000), 4)
     return out
 

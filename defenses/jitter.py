@@ -15,7 +15,7 @@ fresh delay (imperceptible to the eye, no longer to float precision); and an att
 puts pixels exactly on rounding boundaries (half a level off a stored value) can flip the key of
 each such pixel with one float step, so the keyed delay stops averaging-by-repeats only for
 inputs it did not craft (any quantised key has boundaries; see
-``tests/test_literature_defenses.py``). Hashing one 32x32x3 image costs a few microseconds.
+``tests/defenses/test_literature_defenses.py``). Hashing one 32x32x3 image costs a few microseconds.
 """
 
 from __future__ import annotations

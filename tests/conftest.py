@@ -1,7 +1,18 @@
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+# The test folders mirror the packages (tests/benchmark, tests/attacks, ...) and import the shared
+# modules of this folder (helpers, service_plugins) by name, also in the attack processes started with
+# ``spawn``, which inherit sys.path: this folder goes on sys.path, and the repository root ahead of it,
+# so that a test folder named like a package (no __init__.py) never stands in for the package itself.
+TESTS = Path(__file__).resolve().parent
+for _path in (TESTS, TESTS.parent):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

@@ -6,7 +6,7 @@ removed afterwards. The toml block is checked against the example package it nam
 the shell blocks is either run here (in-process, or the contract tests in a child process with the
 walkthrough's defense registered by a pytest plugin) or skipped with the reason it is too
 expensive; a shell line this file does not know fails, so a new command in the guide needs a
-decision here. Same approach as ``docs/python-api.md``'s example in ``tests/test_suite.py``.
+decision here. Same approach as ``docs/python-api.md``'s example in ``tests/benchmark/test_suite.py``.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def test_the_entry_point_block_matches_the_example_package():
 # Every line of the shell blocks, and how this file handles it: a test function that runs it, or
 # the reason it is not run.
 RUN = {
-    ".venv/bin/python -m pytest tests/test_defense_contract.py": "test_contract_tests_include_it",
+    ".venv/bin/python -m pytest tests/defenses/test_defense_contract.py": "test_contract_tests_include_it",
     'for attack in $(.venv/bin/python -c "from benchmark.plugins import ATTACKS; print(*ATTACKS.names())"); do':
         "test_submit_loop_arguments",
     "OMP_NUM_THREADS=1 .venv/bin/python -m leaderboard submit --attack \"$attack\" --defense <name> --seed 0 "
@@ -160,7 +160,7 @@ NOT_RUN = {
     "OMP_NUM_THREADS=1 .venv/bin/python -m leaderboard submit --attack \"$attack\" --defense <name> --seed 0 "
     "--budget 10000": "each submit is a full run at the leaderboard's fixed settings (budget 10,000, default "
                       "victim, its own process), one per attack: too long for the test suite; its arguments are "
-                      "parsed here and the run path is covered by test_run_runs_it and tests/test_leaderboard*.py",
+                      "parsed here and the run path is covered by test_run_runs_it and tests/leaderboard/",
     "git add leaderboard/entries leaderboard/LEADERBOARD.md && git commit":
         "changes the checkout's git history; never run by a test",
 }
@@ -189,13 +189,13 @@ DEFENSES.register({TMP_NAME!r})(walkthrough_class())
 
 
 def test_contract_tests_include_it(tmp_path):
-    """``pytest tests/test_defense_contract.py`` with the walkthrough's defense registered (by a pytest
+    """``pytest tests/defenses/test_defense_contract.py`` with the walkthrough's defense registered (by a pytest
     plugin in the child process, as an installed plugin would be), only its parametrisations."""
     (tmp_path / "walkthrough_plugin.py").write_text(PLUGIN)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "walkthrough_plugin", "-p", "no:cacheprovider",
-                           "tests/test_defense_contract.py", "-k", TMP_NAME],
+                           "tests/defenses/test_defense_contract.py", "-k", TMP_NAME],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     passed = re.search(r"(\d+) passed", done.stdout)

@@ -75,7 +75,7 @@ def test_runs_submits_and_validates(plugin_env, tmp_path):
 
 
 def test_contract_tests_cover_the_plugin(plugin_env):
-    p = sh("-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_defense_contract.py", "-k", "quantized",
+    p = sh("-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/defenses/test_defense_contract.py", "-k", "quantized",
            env=plugin_env)
     assert p.returncode == 0, p.stdout[-3000:]
     # every per-defense contract test ran on it: 7 pass, the zero-setting check is skipped (it has none)

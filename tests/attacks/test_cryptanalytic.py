@@ -35,7 +35,7 @@ from benchmark.oracle import BlackBox, Oracle, Response
 from benchmark.plugins import ATTACKS, DEFENSES
 from victims.relu_mlp import MLPOracle, ReLUMLPSpec
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def exact_config(layers: str, seed: int = 0, **kw: Any) -> RunConfig:

@@ -9,7 +9,7 @@ import pytest
 
 from attacks._strategy import exits_under
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_script():

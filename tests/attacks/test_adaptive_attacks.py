@@ -208,7 +208,7 @@ def test_ours_options_parse_and_are_checked():
 # ---- 4. Sybil accounts and natural-query mixing against PRADA -----------------------------------
 
 def _jacobian_stream(n: int, seeds: int = 10, step: float = 0.1, seed: int = 1) -> torch.Tensor:
-    """Papernot-style augmentation (as in tests/test_literature_defenses.py)."""
+    """Papernot-style augmentation (as in tests/defenses/test_literature_defenses.py)."""
     gen = torch.Generator().manual_seed(seed)
     s = make_task_split(seeds, torch.Generator().manual_seed(7)).images()
     while len(s) < n:

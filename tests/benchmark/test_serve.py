@@ -18,7 +18,7 @@ import requests
 
 from benchmark.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "service.md"
 BUDGET = 64
 TINY = ["--victim", "sdn-tiny", "--victim-opt", "epochs=1", "--victim-opt", "train_subset=1000",

@@ -78,7 +78,7 @@ def test_the_documented_example_runs(capsys):
     import re
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "python-api.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "python-api.md").read_text()
     code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
     namespace: dict = {"__name__": "docs_example"}
     exec(compile(code, "docs/python-api.md", "exec", dont_inherit=True), namespace)

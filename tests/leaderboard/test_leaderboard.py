@@ -26,7 +26,7 @@ from leaderboard.store import entry_files, entry_relpath, show
 from leaderboard.submit import write_entry
 from leaderboard.validate import canonical_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--victim-opt", "epochs=1", "--attack-opt", "epochs=1", "--budget", "600", "--quiet"]
 
 

@@ -17,7 +17,7 @@ from benchmark.environment import is_standard, numeric_environment
 from leaderboard.cli import main
 from leaderboard.store import Entry, entry_files, entry_relpath, show
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "leaderboard" / "entries"
 
 

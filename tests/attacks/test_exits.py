@@ -87,7 +87,7 @@ def test_sparse_tail_is_not_an_exit():
 def test_exit_recovery_benchmark_script(capsys):
     """benchmarks/bench_exit_recovery.py: one draw of every case, a row each, rare exits found (and the
     calibrated EPYC profile's four exits by the current rule only); the speed table times both rules."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_exit_recovery.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_exit_recovery.py"
     spec = importlib.util.spec_from_file_location("bench_exit_recovery", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -123,7 +123,7 @@ def _paper_gpu():
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_gpu.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "paper_gpu.py"
     spec = importlib.util.spec_from_file_location("paper_gpu", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -12,7 +12,7 @@ from benchmark.cli import main
 
 TINY = ["--victim-opt", "epochs=1", "--attack-opt", "epochs=1", "--budget", "600", "--timing-profile", "flops",
         "--quiet"]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_run_end_to_end(tmp_path, capsys):

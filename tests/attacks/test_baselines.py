@@ -25,7 +25,7 @@ from benchmark.plugins import ATTACKS, VICTIMS
 from benchmark.timing import SimulatedTiming
 from benchmark.zoo import load_or_train
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FAST = {"epochs": 1, "batch_size": 64}
 #: (attack, options) for every baseline; ESA with small rounds so that tiny budgets hold several
 CASES = [("knockoff", {"sampling": "random"}), ("knockoff", {"sampling": "adaptive"}), ("noise", {}),

@@ -18,7 +18,7 @@ from benchmark.plugins import ATTACKS
 from benchmark.sweep import Job, build_spec, job_id, parse_seeds, run_sweep
 from benchmark.sweep.executors import LocalExecutor
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY = {"attack_options": {"epochs": 1}, "victim_options": {"epochs": 1}, "budget": 600, "timing_profile": "flops"}
 TINY_FLAGS = ["--attack-opt", "epochs=1", "--victim-opt", "epochs=1", "--budget", "600", "--timing-profile", "flops"]
 # the "2 attacks": the KnockOff baseline once it is registered, else ours with a second option set
