@@ -183,15 +183,17 @@ def exact(r: dict) -> bool:
 
 
 def recovered_cell(rs: list[dict]) -> str:
-    """Neurons recovered per hidden layer of the runs that were not exact, e.g. ``w1e0: 64/64, 12/64 (time)``."""
+    """Neurons recovered per hidden layer of the runs that were not exact, and their output agreement,
+    e.g. ``w1e0: 64/64, 12/64 (output agreement 0.0000, time limit)``."""
     out = []
     for r in rs:
         if exact(r):
             continue
         widths = size_key(r["layers"])[1:-1]
         per = ", ".join(f"{k}/{n}" for k, n in zip(r.get("recovered_per_layer", []), widths))
-        why = " (time limit)" if r.get("hit_time_limit") else ""
-        out.append(f"w{r['weight_seed']}e{r['extraction_seed']}: {per}{why}")
+        why = ", time limit" if r.get("hit_time_limit") else ""
+        out.append(f"w{r['weight_seed']}e{r['extraction_seed']}: {per} (output agreement "
+                   f"{r['output_agreement']:.4f}{why})")
     return "; ".join(out) or "-"
 
 
@@ -206,7 +208,7 @@ def trained_table(rows: list[dict]) -> str:
     for layer in (1, 2):
         head += [f"L{layer} signature s", f"L{layer} signature q", f"L{layer} precision s", f"L{layer} precision q",
                  f"L{layer} sign s", f"L{layer} sign q"]
-    head += ["total s", "total q", "not exact: neurons recovered per layer"]
+    head += ["total s", "total CPU s", "total q", "not exact: neurons recovered per layer"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for size in sizes:
         rs = [r for r in rs_all if r["layers"] == size]
@@ -220,7 +222,8 @@ def trained_table(rows: list[dict]) -> str:
                       kq([g["signature_queries"] - g["precision_queries"] for g in logs]),
                       fmt_mean([g["precision_seconds"] for g in logs]), kq([g["precision_queries"] for g in logs]),
                       fmt_mean([g["sign_seconds"] for g in logs]), kq([g["sign_queries"] for g in logs])]
-        cells += [fmt_mean([r["seconds"] for r in rs], 1), kq([r["queries"] for r in rs]), recovered_cell(rs)]
+        cells += [fmt_mean([r["seconds"] for r in rs], 1), fmt_mean([r["cpu_seconds"] for r in rs], 1),
+                  kq([r["queries"] for r in rs]), recovered_cell(rs)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -234,7 +237,7 @@ def ablation_table(rows: list[dict]) -> str:
         groups.setdefault((r["layers"], r.get("wiggle", "suppress"), r.get("sign_samples", 15)), []).append(r)
     ablated = {size for (size, w, s_) in groups if (w, s_) != ("suppress", 15)}
     head = ["model", "wiggle", "s", "runs", "exact runs", "signs right", "hard neurons", "L1 sign s", "L1 sign q",
-            "L2 sign s", "L2 sign q", "total s", "total q"]
+            "L2 sign s", "L2 sign q", "total s", "total CPU s", "total q"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for (size, wig, s_), g in sorted(groups.items(), key=lambda kv: (size_key(kv[0][0]), kv[0][1], kv[0][2])):
         if size not in ablated:
@@ -255,7 +258,8 @@ def ablation_table(rows: list[dict]) -> str:
         for layer in (1, 2):
             logs = [r["per_layer"][layer - 1] for r in g if len(r["per_layer"]) >= layer]
             cells += [fmt_mean([x["sign_seconds"] for x in logs]), kq([x["sign_queries"] for x in logs])]
-        cells += [fmt_mean([r["seconds"] for r in g], 1), kq([r["queries"] for r in g])]
+        cells += [fmt_mean([r["seconds"] for r in g], 1), fmt_mean([r["cpu_seconds"] for r in g], 1),
+                  kq([r["queries"] for r in g])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
