@@ -191,7 +191,10 @@ def recovered_cell(rs: list[dict]) -> str:
             continue
         widths = size_key(r["layers"])[1:-1]
         per = ", ".join(f"{k}/{n}" for k, n in zip(r.get("recovered_per_layer", []), widths))
-        why = ", time limit" if r.get("hit_time_limit") else ""
+        found = ", ".join(str(g["found"]) for g in r["per_layer"])
+        refined = ", ".join(str(g["rows_refined"]) for g in r["per_layer"])
+        why = (f", time limit; signatures found {found}, rows through the precision step {refined}"
+               if r.get("hit_time_limit") else "")
         out.append(f"w{r['weight_seed']}e{r['extraction_seed']}: {per} (output agreement "
                    f"{r['output_agreement']:.4f}{why})")
     return "; ".join(out) or "-"
@@ -216,8 +219,9 @@ def trained_table(rows: list[dict]) -> str:
         full = sum(exact(r) for r in rs)
         cells = [size, " / ".join(f"{accs[w]:.3f}" for w in sorted(accs)), str(len(rs)), f"{full}/{len(rs)}",
                  f"{max(r['max_weight_error_log2'] for r in rs):.1f}"]
-        for layer in (1, 2):
-            logs = [r["per_layer"][layer - 1] for r in rs if len(r["per_layer"]) >= layer]
+        for layer in (1, 2):  # runs that reached the layer
+            logs = [r["per_layer"][layer - 1] for r in rs
+                    if len(r["per_layer"]) >= layer and r["per_layer"][layer - 1]["signature_queries"]]
             cells += [fmt_mean([g["signature_seconds"] - g["precision_seconds"] for g in logs]),
                       kq([g["signature_queries"] - g["precision_queries"] for g in logs]),
                       fmt_mean([g["precision_seconds"] for g in logs]), kq([g["precision_queries"] for g in logs]),
@@ -229,32 +233,32 @@ def trained_table(rows: list[dict]) -> str:
 
 
 def ablation_table(rows: list[dict]) -> str:
-    """The sign-step settings on the same trained networks: per model, wiggle and ``s``, runs,
-    exact runs, signs right, hard neurons, sign time and queries per layer, totals."""
+    """The sign-step settings on the same trained networks: per model, wiggle and ``s``, over the
+    (training seed, extraction seed) pairs every setting of that model ran: runs, exact runs,
+    neurons recovered, signs right (neurons whose aligned scale is positive), hard neurons, sign
+    time and queries per layer, totals."""
     rs_all = [r for r in rows if r.get("dataset") and r["decimals"] is None]
     groups: dict[tuple, list[dict]] = {}
     for r in rs_all:
         groups.setdefault((r["layers"], r.get("wiggle", "suppress"), r.get("sign_samples", 15)), []).append(r)
     ablated = {size for (size, w, s_) in groups if (w, s_) != ("suppress", 15)}
-    head = ["model", "wiggle", "s", "runs", "exact runs", "signs right", "hard neurons", "L1 sign s", "L1 sign q",
-            "L2 sign s", "L2 sign q", "total s", "total CPU s", "total q"]
+    common: dict[str, set] = {}
+    for (size, _, _), g in groups.items():
+        pairs = {(r["weight_seed"], r["extraction_seed"]) for r in g}
+        common[size] = common[size] & pairs if size in common else pairs
+    head = ["model", "wiggle", "s", "runs", "exact runs", "neurons recovered", "signs right", "hard neurons",
+            "L1 sign s", "L1 sign q", "L2 sign s", "L2 sign q", "total s", "total CPU s", "total q"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for (size, wig, s_), g in sorted(groups.items(), key=lambda kv: (size_key(kv[0][0]), kv[0][1], kv[0][2])):
-        if size not in ablated:
+        g = [r for r in g if (r["weight_seed"], r["extraction_seed"]) in common[size]]
+        if size not in ablated or not g:
             continue
-        pairs = {(r["weight_seed"], r["extraction_seed"]) for r in g}
-        if (wig, s_) == ("suppress", 15):  # the baseline: only the runs the ablation repeated
-            other = {(r["weight_seed"], r["extraction_seed"]) for (sz, w, ss), gg in groups.items()
-                     if sz == size and (w, ss) != ("suppress", 15) for r in gg}
-            g = [r for r in g if (r["weight_seed"], r["extraction_seed"]) in other]
-            pairs = other & pairs
-        if not g:
-            continue
-        right = sum(sum(r.get("sign_correct_per_layer", [])) for r in g)
         total = sum(sum(size_key(r["layers"])[1:-1]) for r in g)
-        hard = sum(g_["hard_neurons"] for r in g for g_ in r["per_layer"])
-        cells = [size, wig, str(s_), str(len(g)), f"{sum(exact(r) for r in g)}/{len(g)}", f"{right}/{total}",
-                 str(hard)]
+        rec = sum(sum(r.get("recovered_per_layer", [])) for r in g)
+        right = sum(sum(r.get("sign_correct_per_layer", [])) for r in g)
+        hard = sum(x["hard_neurons"] for r in g for x in r["per_layer"])
+        cells = [size, wig, str(s_), str(len(g)), f"{sum(exact(r) for r in g)}/{len(g)}", f"{rec}/{total}",
+                 f"{right}/{total}", str(hard)]
         for layer in (1, 2):
             logs = [r["per_layer"][layer - 1] for r in g if len(r["per_layer"]) >= layer]
             cells += [fmt_mean([x["sign_seconds"] for x in logs]), kq([x["sign_queries"] for x in logs])]
