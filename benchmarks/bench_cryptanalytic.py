@@ -222,10 +222,12 @@ def trained_table(rows: list[dict]) -> str:
         for layer in (1, 2):  # runs that reached the layer
             logs = [r["per_layer"][layer - 1] for r in rs
                     if len(r["per_layer"]) >= layer and r["per_layer"][layer - 1]["signature_queries"]]
+            prec = [g for g in logs if g["precision_queries"]]  # runs whose precision / sign step ran
+            sign = [g for g in logs if g["sign_queries"]]
             cells += [fmt_mean([g["signature_seconds"] - g["precision_seconds"] for g in logs]),
                       kq([g["signature_queries"] - g["precision_queries"] for g in logs]),
-                      fmt_mean([g["precision_seconds"] for g in logs]), kq([g["precision_queries"] for g in logs]),
-                      fmt_mean([g["sign_seconds"] for g in logs]), kq([g["sign_queries"] for g in logs])]
+                      fmt_mean([g["precision_seconds"] for g in prec]), kq([g["precision_queries"] for g in prec]),
+                      fmt_mean([g["sign_seconds"] for g in sign]), kq([g["sign_queries"] for g in sign])]
         cells += [fmt_mean([r["seconds"] for r in rs], 1), fmt_mean([r["cpu_seconds"] for r in rs], 1),
                   kq([r["queries"] for r in rs]), recovered_cell(rs)]
         lines.append("| " + " | ".join(cells) + " |")
