@@ -69,6 +69,8 @@ def deploy(cfg: RunConfig, defense: Defense | None = None, attack: Attack | None
     if getattr(spec, "kind", "multi-exit") == "relu-mlp":
         raise ConfigError(f"victim {cfg.victim!r} is a ReLU MLP (exact extraction): it has no service deployment; "
                           f"use `run`")
+    if cfg.dataset == "mnist" and cfg.query_data == "mnist":
+        raise ConfigError("--dataset mnist and --query-data mnist are the same 5,000 images; pick another query set")
     if defense is None:
         defense = build_plugin(DEFENSES[cfg.defense], cfg.defense_options, "defense")
     if cfg.substitute_arch in (None, cfg.victim):

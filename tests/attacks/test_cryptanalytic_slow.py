@@ -33,3 +33,17 @@ def test_trained_victim_is_extracted():
     assert "synthetic" in s["label_agreement_on"]
     assert s["label_agreement"] >= 0.99
     assert s["neurons_identified"] >= 0.9
+
+
+def test_mnist_trained_784_4_4_1_is_extracted_exactly():
+    """A ReLU net trained on real MNIST digits (odd vs even), 784 inputs: every neuron, exactly
+    (about 20-50 s on one core)."""
+    cfg = RunConfig(attack="cryptanalytic", victim="relu-mlp", dataset="mnist", seed=0,
+                    victim_options={"layers": "784-4-4-1", "init": "trained", "seed": 0, "epochs": 20})
+    result = run_exact(cfg, progress=False)
+    s = result.scores
+    assert result.victim["test_accuracy"] >= 0.85
+    assert "mnist test set (1000 inputs)" in s["label_agreement_on"]
+    assert s["neurons_recovered"] == 1.0 and s["complete"]
+    assert s["max_weight_error_log2"] <= -30
+    assert s["output_agreement"] == 1.0 and s["label_agreement"] == 1.0

