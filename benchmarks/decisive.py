@@ -147,12 +147,13 @@ class Job:
         return folder / self.rule / f"s{self.seed}" / (self.label.replace(" ", "-") + ".json")
 
 
-def plan_jobs(seeds: Sequence[int], knockoff_seeds: Sequence[int]) -> list[Job]:
-    """In order of what the question needs most: ours with the default loss (every seed, both
-    rules; factors b and c), then ours with KL only (factor a), then KnockOff. Stopped early, the
-    later rows have fewer seeds, and a later call resumes."""
+def plan_jobs(seeds: Sequence[int], knockoff_seeds: Sequence[int],
+              losses: Sequence[str] = ("kl+strategy", "kl")) -> list[Job]:
+    """Ours, one loss after the other (every seed, both rules; by default the default loss first:
+    factors b and c), then KnockOff. Stopped early, the later rows have fewer seeds, and a later
+    call resumes."""
     jobs = [Job(rule, seed, f"ours {loss}", "ours", dict(LOSSES[loss]))
-            for loss in reversed(LOSSES) for seed in seeds for rule in RULES]
+            for loss in losses for seed in seeds for rule in RULES]
     jobs += [Job(rule, seed, "knockoff", "knockoff", dict(KNOCKOFF_OPTIONS))
              for seed in knockoff_seeds for rule in RULES]
     return jobs
@@ -358,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0-4", help="paired seeds, e.g. 0-4 or 0,1,2 (default 0-4)")
     p.add_argument("--knockoff-seeds", dest="knockoff_seeds",
                    help="seeds of the KnockOff reference (default: --seeds; 'none' for no reference)")
+    p.add_argument("--losses", default="kl+strategy,kl",
+                   help="losses of ours to run, in this order (default kl+strategy,kl)")
     p.add_argument("--budget", type=int, default=10_000, help="query budget of every run (default 10000)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--results", type=Path, help="folder of the result files "
@@ -391,7 +394,12 @@ def main(argv: list[str] | None = None) -> int:
         knockoff_seeds = [] if args.knockoff_seeds == "none" else (
             parse_seeds(args.knockoff_seeds) if args.knockoff_seeds else seeds)
         metrics = [m for m in args.diff_metrics.split(",") if m]
-        results, counts = load_or_run(plan_jobs(seeds, knockoff_seeds), args, victim_extra, run_missing=not args.no_run)
+        losses = [x for x in args.losses.split(",") if x]
+        unknown = set(losses) - set(LOSSES)
+        if unknown or not losses:
+            raise DecisiveError(f"--losses: give some of {', '.join(LOSSES)}, got {args.losses!r}")
+        jobs = plan_jobs(seeds, knockoff_seeds, losses)
+        results, counts = load_or_run(jobs, args, victim_extra, run_missing=not args.no_run)
     except (DecisiveError, StealBenchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
