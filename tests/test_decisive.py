@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_task, tiny_victim
 from scipy import stats
 
 from attacks._baseline import exits_at
@@ -17,7 +18,6 @@ from benchmark.api.attack import StolenModel
 from benchmark.api.victim import NEVER
 from benchmark.metrics import compare, run_early_exit
 from benchmark.training import exit_confidences
-from tests.helpers import tiny_task, tiny_victim
 
 ROOT = Path(__file__).resolve().parents[1]
 
