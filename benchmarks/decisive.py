@@ -23,7 +23,8 @@ Factors (every level of every factor on the same victim and the same queries per
 Reference: ``knockoff`` with ``sampling=random`` and its default ``strategy=global``, same victims and
 seeds. Every run goes through ``benchmark.runner.run(RunConfig(...))`` like ``python -m benchmark
 run``; its Result JSON (with the re-scored global-threshold scores under ``"decisive"``) is written
-to ``--results`` (default ``benchmarks/results/decisive-<dataset>/<rule>/s<seed>/<run>.json``) and
+to ``--results`` (default ``benchmarks/results/decisive-<dataset>/<rule>/s<seed>/<run>.json``; with
+``--timing-profile calibrated``, ``decisive-<dataset>-calibrated``) and
 a later call reuses every file whose configuration matches (``--fresh`` runs everything again).
 
 Output: a Markdown table of every cell (mean ± half-width of the 95% t interval over seeds), a table
@@ -163,7 +164,8 @@ def make_config(job: Job, args: argparse.Namespace, victim_extra: dict):
     from benchmark.config import RunConfig
 
     return RunConfig(attack=job.attack, victim=args.victim, dataset=args.dataset, query_data=args.query_data,
-                     budget=args.budget, seed=job.seed, device=args.device, attack_options=job.attack_options,
+                     budget=args.budget, seed=job.seed, device=args.device, timing_profile=args.timing_profile,
+                     attack_options=job.attack_options,
                      victim_options={"exit_rule": job.rule, **victim_extra})
 
 
@@ -363,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="losses of ours to run, in this order (default kl+strategy,kl)")
     p.add_argument("--budget", type=int, default=10_000, help="query budget of every run (default 10000)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--timing-profile", dest="timing_profile", default="flops",
+                   help="latency profile the simulated timing draws from (default flops: the same on every host; "
+                        "calibrated measures this host, which load can leave without separated exits)")
     p.add_argument("--results", type=Path, help="folder of the result files "
                    "(default benchmarks/results/decisive-<dataset>)")
     p.add_argument("--fresh", action="store_true", help="run everything again instead of reusing result files")
@@ -386,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.query_data is None:
                 raise DecisiveError(f"--dataset {args.dataset}: give --query-data")
         if args.results is None:
-            args.results = ROOT / "benchmarks" / "results" / f"decisive-{args.dataset}"
+            profile = "" if args.timing_profile == "flops" else f"-{args.timing_profile}"
+            args.results = ROOT / "benchmarks" / "results" / f"decisive-{args.dataset}{profile}"
         victim_extra = parse_kv(args.victim_opt, "victim")
         if "exit_rule" in victim_extra:
             raise DecisiveError("--victim-opt exit_rule is factor (c); the script runs both rules")
@@ -409,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join([
         f"{args.victim} / {args.dataset}, queries from {args.query_data}, budget {args.budget}, seeds "
         f"{','.join(map(str, seeds))}, KnockOff seeds {','.join(map(str, knockoff_seeds)) or 'none'}, defense none, "
-        f"device {args.device}{extra}; global threshold {GLOBAL_THRESHOLD}",
+        f"device {args.device}, timing profile {args.timing_profile}{extra}; global threshold {GLOBAL_THRESHOLD}",
         "", "Cells (mean ± half-width of the 95% t interval over seeds; clo, acc, exit acc in %):", "",
         cells_table(cells),
         "", "Paired differences A - B over the shared seeds (clo and acc in percentage points; "

@@ -146,7 +146,7 @@ def test_load_or_run_resumes_from_result_files(decisive, tmp_path, monkeypatch):
 
     monkeypatch.setattr(decisive, "run_job", fake_run)
     args = argparse.Namespace(victim="sdn-tiny", dataset="synthetic", query_data="synthetic-ood", budget=100,
-                              device="cpu", results=tmp_path, fresh=False, quiet=True)
+                              device="cpu", timing_profile="flops", results=tmp_path, fresh=False, quiet=True)
     jobs = decisive.plan_jobs([0, 1], [0])
     assert [(j.label, j.rule, j.seed) for j in jobs[:3]] == [("ours kl+strategy", "owner", 0),
                                                              ("ours kl+strategy", "per-class", 0),
