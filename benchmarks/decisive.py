@@ -4,6 +4,8 @@ ignores it, and where? Three paired factors over seeds, plus a KnockOff referenc
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/decisive.py                     # synthetic, seeds 0-4
     .venv/bin/python benchmarks/decisive.py --seeds 0-2 --budget 5000 --markdown decisive.md
     .venv/bin/python benchmarks/decisive.py --dataset fashionmnist --victim-opt train_subset=10000
+    .venv/bin/python benchmarks/decisive.py --seeds 0-2 --losses kl --knockoff-seeds none   # a part first
+    .venv/bin/python benchmarks/decisive.py --no-run --wide                                 # tables so far
 
 Factors (every level of every factor on the same victim and the same queries per seed):
 
