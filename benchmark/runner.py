@@ -31,6 +31,10 @@ from benchmark.timing import MeasuredTiming, SimulatedTiming, flops_profile
 from benchmark.zoo import latency_profile, load_or_train
 
 INPUT_SHAPE = (3, 32, 32)
+#: victim options that set the owner's output rule, not the network: the attacker's substitute of
+#: the victim's family is built without them (``exit_rule=per-class`` builds another module type,
+#: whose extra buffer a substitute neither has nor could learn)
+OUTPUT_RULE_OPTIONS = ("exit_rule", "exit_mix")
 
 
 def check_device(device: str) -> None:
@@ -60,6 +64,15 @@ class Deployment:
     service: Service
 
 
+def substitute_spec(cfg: RunConfig, spec: Any) -> Any:
+    """The spec the attacker's substitute is built from: ``--substitute-arch`` with its defaults, else
+    the victim's own spec without the owner's output rule (``OUTPUT_RULE_OPTIONS``)."""
+    if cfg.substitute_arch not in (None, cfg.victim):
+        return build_plugin(VICTIMS[cfg.substitute_arch], {}, "substitute")
+    arch = {k: v for k, v in cfg.victim_options.items() if k not in OUTPUT_RULE_OPTIONS}
+    return spec if arch == cfg.victim_options else build_plugin(VICTIMS[cfg.victim], arch, "victim")
+
+
 def deploy(cfg: RunConfig, defense: Defense | None = None, attack: Attack | None = None,
            progress: bool = True) -> Deployment:
     """Validate ``cfg``, load the victim, task and query data, and stand up the defended service
@@ -73,10 +86,7 @@ def deploy(cfg: RunConfig, defense: Defense | None = None, attack: Attack | None
         raise ConfigError("--dataset mnist and --query-data mnist are the same 5,000 images; pick another query set")
     if defense is None:
         defense = build_plugin(DEFENSES[cfg.defense], cfg.defense_options, "defense")
-    if cfg.substitute_arch in (None, cfg.victim):
-        substitute = spec
-    else:
-        substitute = build_plugin(VICTIMS[cfg.substitute_arch], {}, "substitute")
+    substitute = substitute_spec(cfg, spec)
     if attack is not None:
         budget = cfg.budget if cfg.budget is not None else attack.default_budget
         attack.check_budget(budget)

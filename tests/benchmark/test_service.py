@@ -137,3 +137,21 @@ def test_honest_part_of_the_test_split_is_disjoint_and_seeded():
     assert len(score) == len(honest) == 50
     assert not set(score.y.tolist()) & set(honest.y.tolist())
     assert torch.equal(carve_honest(test, 0)[1].y, honest.y) and not torch.equal(carve_honest(test, 1)[1].y, honest.y)
+
+
+def test_the_substitute_of_a_per_class_victim_is_its_family_without_the_owner_rule():
+    from benchmark.api.attack import StolenModel
+    from benchmark.options import build_plugin
+    from benchmark.plugins import VICTIMS
+    from benchmark.runner import substitute_spec
+
+    cfg = RunConfig(attack="ours", victim_options={"exit_rule": "per-class"})
+    spec = build_plugin(VICTIMS["sdn-tiny"], cfg.victim_options, "victim")
+    sub = substitute_spec(cfg, spec)
+    assert sub.exit_rule == "owner" and type(sub) is type(spec)
+    model = type(sub)().build(10, (3, 32, 32), exits=4)  # how ours and the baselines build theirs
+    assert attacker.encode_stolen(StolenModel(model), sub)
+    with pytest.raises(TypeError, match="not built by"):  # what the victim's own spec gave: a per-class net
+        attacker.encode_stolen(StolenModel(model), spec)
+    plain = build_plugin(VICTIMS["sdn-tiny"], {}, "victim")
+    assert substitute_spec(RunConfig(attack="ours"), plain) is plain
