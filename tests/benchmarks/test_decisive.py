@@ -19,7 +19,7 @@ from benchmark.api.victim import NEVER
 from benchmark.metrics import compare, run_early_exit
 from benchmark.training import exit_confidences
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
