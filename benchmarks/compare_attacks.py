@@ -126,9 +126,11 @@ def render_table(results: dict[str, dict], paper: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-INTERVAL_KEYS = (("acc", "acc", pct), ("clo_query", "paper clo (queries)", pct), ("clo", "test clo", pct),
-                 ("clo_trivial", "trivial", pct), ("cc_ratio", "cc_ratio", ratio),
+INTERVAL_KEYS = (("acc", "acc", pct), ("clo_query", "paper clo (queries)", pct),
+                 ("clo_query_trivial", "its trivial", pct), ("clo", "test clo", pct),
+                 ("clo_trivial", "test trivial", pct), ("cc_ratio", "cc_ratio", ratio),
                  ("exit_accuracy", "exit acc", pct))
+PAPER_COLUMNS = ("paper acc", "paper clo", "paper cc_ratio")
 
 
 def interval_cell(values: list[float], fmt) -> str:
@@ -163,7 +165,8 @@ def render_interval_table(per_seed: dict[int, dict[str, dict]], paper: dict[str,
         row.update({"paper acc": pct(p.get("acc")), "paper clo": pct(p.get("clo")),
                     "paper cc_ratio": ratio(p.get("cc_ratio"))})
         rows.append(row)
-    return pd.DataFrame(rows).fillna("-").to_markdown(index=False)
+    columns = ["attack", "seeds", *(name for _, name, _ in INTERVAL_KEYS), *PAPER_COLUMNS]
+    return pd.DataFrame(rows, columns=columns).fillna("-").to_markdown(index=False)
 
 
 def ordering_checks(results: dict[str, dict]) -> list[str]:
