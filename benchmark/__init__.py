@@ -5,6 +5,10 @@ the command line is ``python -m benchmark``; the plugin contracts are in ``bench
 
 import importlib
 
+from benchmark.environment import drop_unrunnable_blas_core
+
+drop_unrunnable_blas_core()  # before anything loads NumPy's OpenBLAS
+
 
 def __getattr__(name: str):
     if name in ("evaluate", "summarize"):

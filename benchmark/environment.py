@@ -170,6 +170,27 @@ def unavailable(numeric: dict[str, Any], here: dict[str, Any] | None = None) -> 
     return out
 
 
+def drop_unrunnable_blas_core(environ: dict[str, str] | None = None, warn=None) -> str | None:
+    """Unset ``OPENBLAS_CORETYPE`` when it names a kernel this CPU cannot execute (e.g. ``SkylakeX``
+    without AVX-512): OpenBLAS would run it and the process would die of an illegal instruction at
+    the first large dot product. Called on import of ``benchmark`` and ``leaderboard``, before NumPy
+    loads OpenBLAS, so that every process of the product (and the children it starts) runs on the
+    kernel OpenBLAS picks for the CPU instead; the run's recorded numeric environment then names that
+    kernel. Returns the one-line warning given (None when nothing was dropped or the CPU's flags are
+    unknown)."""
+    env = os.environ if environ is None else environ
+    core = env.get("OPENBLAS_CORETYPE")
+    need = NEEDS.get(str(core).lower()) if core else None
+    flags = set(cpu()["isa"])
+    if not need or not flags or need in flags:
+        return None
+    env.pop("OPENBLAS_CORETYPE", None)
+    message = (f"warning: OPENBLAS_CORETYPE={core} needs the CPU flag {need}, which this CPU lacks; ignored "
+               f"(OpenBLAS would stop on an illegal instruction), using the kernel OpenBLAS picks for this CPU")
+    (warn or (lambda m: print(m, file=__import__("sys").stderr)))(message)
+    return message
+
+
 def pins(numeric: dict[str, Any]) -> dict[str, str | None]:
     """Environment variables for a fresh process to use the recorded kernels: every knob as
     recorded (``None``: unset), and OpenBLAS's core type set to the kernel the run reported."""

@@ -10,6 +10,8 @@ the numeric environment pinned: ``benchmark.environment``), ``cli``. See also do
 
 from pathlib import Path
 
+import benchmark  # noqa: F401  (drops an OPENBLAS_CORETYPE the CPU cannot run, before NumPy loads)
+
 ROOT = Path(__file__).resolve().parent
 ENTRIES = ROOT / "entries"
 TABLE = ROOT / "LEADERBOARD.md"

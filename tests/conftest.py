@@ -3,7 +3,11 @@ import sys
 from pathlib import Path
 
 import pytest
+
+# isort: off
+import benchmark  # noqa: F401  (before torch and NumPy: drops an OPENBLAS_CORETYPE the CPU cannot run)
 import torch
+# isort: on
 
 # The test folders mirror the packages (tests/benchmark, tests/attacks, ...) and import the shared
 # modules of this folder (helpers, service_plugins) by name, also in the attack processes started with
