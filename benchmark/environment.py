@@ -116,7 +116,9 @@ def key(numeric: dict[str, Any]) -> dict[str, Any]:
         "blas": [{k: b.get(k) for k in ("owner", "library", "internal_api", "version", "architecture", "num_threads")}
                  for b in numeric.get("blas") or []],
         "torch": {k: torch_info.get(k) for k in ("version", "cpu_capability", "blas", "mkl", "onednn", "num_threads")},
-        "env": {k: env.get(k) for k in KNOBS if k != "CUBLAS_WORKSPACE_CONFIG"},
+        # OPENBLAS_CORETYPE is left out: the kernel it selects is each BLAS's "architecture" above, and
+        # a run that let OpenBLAS pick Haswell computes what a run pinned to Haswell computes
+        "env": {k: env.get(k) for k in KNOBS if k not in ("CUBLAS_WORKSPACE_CONFIG", "OPENBLAS_CORETYPE")},
     }
     if not (env.get("MKL_CBWR") or env.get("MKL_ENABLE_INSTRUCTIONS")) or not (
             env.get("ONEDNN_MAX_CPU_ISA") or env.get("DNNL_MAX_CPU_ISA")):
