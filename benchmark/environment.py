@@ -116,9 +116,7 @@ def key(numeric: dict[str, Any]) -> dict[str, Any]:
         "blas": [{k: b.get(k) for k in ("owner", "library", "internal_api", "version", "architecture", "num_threads")}
                  for b in numeric.get("blas") or []],
         "torch": {k: torch_info.get(k) for k in ("version", "cpu_capability", "blas", "mkl", "onednn", "num_threads")},
-        # OPENBLAS_CORETYPE is left out: the kernel it selects is each BLAS's "architecture" above, and
-        # a run that let OpenBLAS pick Haswell computes what a run pinned to Haswell computes
-        "env": {k: env.get(k) for k in KNOBS if k not in ("CUBLAS_WORKSPACE_CONFIG", "OPENBLAS_CORETYPE")},
+        "env": {k: env.get(k) for k in KNOBS if k != "CUBLAS_WORKSPACE_CONFIG"},
     }
     if not (env.get("MKL_CBWR") or env.get("MKL_ENABLE_INSTRUCTIONS")) or not (
             env.get("ONEDNN_MAX_CPU_ISA") or env.get("DNNL_MAX_CPU_ISA")):
@@ -143,6 +141,11 @@ def _flat(node: Any, path: str = "") -> dict[str, Any]:
 def differences(recorded: dict[str, Any], here: dict[str, Any]) -> list[str]:
     """Where two numeric environments' keys differ, one phrase each (empty: the same)."""
     a, b = _flat(key(recorded)), _flat(key(here))
+    # OPENBLAS_CORETYPE only selects the kernel, which each BLAS's architecture records: a run that let
+    # OpenBLAS pick Haswell computes what a run pinned to Haswell computes (the key keeps the variable,
+    # for the entries' file-name hashes)
+    for flat in (a, b):
+        flat.pop("env.OPENBLAS_CORETYPE", None)
     return [f"{k} recorded {a.get(k)!r}, here {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
