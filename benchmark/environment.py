@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +193,7 @@ def drop_unrunnable_blas_core(environ: dict[str, str] | None = None, warn=None) 
     env.pop("OPENBLAS_CORETYPE", None)
     message = (f"warning: OPENBLAS_CORETYPE={core} needs the CPU flag {need}, which this CPU lacks; ignored "
                f"(OpenBLAS would stop on an illegal instruction), using the kernel OpenBLAS picks for this CPU")
-    (warn or (lambda m: print(m, file=__import__("sys").stderr)))(message)
+    (warn or (lambda m: print(m, file=sys.stderr)))(message)
     return message
 
 
