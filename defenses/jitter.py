@@ -45,6 +45,8 @@ def exit_span(oracle: Oracle) -> float:
 @DEFENSES.register("jitter")
 @dataclass(frozen=True)
 class Jitter(Defense):
+    """Random extra latency on every answer, i.i.d. or keyed on the input's canonical form."""
+
     acts_on = "timing"
 
     size: float = 1.0

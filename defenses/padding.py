@@ -23,6 +23,8 @@ from benchmark.plugins import DEFENSES
 @DEFENSES.register("padding")
 @dataclass(frozen=True)
 class Padding(Defense):
+    """Constant-time answers: every response held until the slowest exit's deadline."""
+
     acts_on = "timing"
 
     margin: float = 4.0

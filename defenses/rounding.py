@@ -21,6 +21,8 @@ from benchmark.plugins import DEFENSES
 @DEFENSES.register("rounding")
 @dataclass(frozen=True)
 class Rounding(Defense):
+    """Output probabilities rounded to ``decimals`` decimal places."""
+
     acts_on = "output"
 
     decimals: int = 2

@@ -16,6 +16,8 @@ from benchmark.plugins import DEFENSES
 @DEFENSES.register("top1")
 @dataclass(frozen=True)
 class Top1(Defense):
+    """Label-only answers: a one-hot vector of the victim's predicted class."""
+
     acts_on = "output"
 
     def apply(self, state: Any, x: Tensor, response: Response, account: str = "") -> Response:
