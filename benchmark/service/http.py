@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from benchmark.errors import AccountRefused, BudgetExceeded, InvalidQuery, InvalidQueryType
+from benchmark.options import plugin_options
 from benchmark.service._body import NPY, BadRequest, decode_submission, parse_query
 
 #: bytes a body may hold per image value: a JSON float written in full ("0.123456789012345678, ")
@@ -120,7 +121,8 @@ class HttpService:
         return {"num_classes": s.num_classes, "input_shape": list(s.input_shape), "input_dtype": "float32",
                 "input_range": [0.0, 1.0], "budget": s.budget, "used": s.used, "accounts": self.accounts,
                 "accounts_open": self.opened, "account": s.attacker_ids[0],
-                "victim": self.d.cfg.victim, "defense": self.d.cfg.defense}
+                "victim": self.d.cfg.victim, "defense": self.d.cfg.defense,
+                "substitute": {"name": self.d.substitute.name, "options": plugin_options(self.d.substitute)}}
 
     def open_account(self) -> dict:
         if self.opened >= self.accounts:

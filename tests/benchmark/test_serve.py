@@ -66,7 +66,9 @@ def test_serve_answers_an_external_client_and_scores_its_substitute(tmp_path):
         info = requests.get(f"{url}/info", timeout=60).json()
         assert info == {"num_classes": 10, "input_shape": [3, 32, 32], "input_dtype": "float32",
                         "input_range": [0.0, 1.0], "budget": BUDGET, "used": 0, "accounts": 1,
-                        "accounts_open": 1, "account": info["account"], "victim": "sdn-tiny", "defense": "jitter"}
+                        "accounts_open": 1, "account": info["account"], "victim": "sdn-tiny", "defense": "jitter",
+                        "substitute": {"name": "sdn-tiny", "options": info["substitute"]["options"]}}
+        assert info["substitute"]["options"]["exits"] == 4
         assert re.fullmatch(r"[0-9a-f]{8}", info["account"])
         x = np.random.default_rng(1).random((4, 3, 32, 32), dtype=np.float32)
         r = requests.post(f"{url}/query", json={"x": x.tolist()}, timeout=60)  # JSON
