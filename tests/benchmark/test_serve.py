@@ -171,9 +171,23 @@ def test_serve_accounts_share_the_budget_and_prada_refuses_one_of_them(tmp_path)
                           headers={"X-Account": third}, timeout=60)
         assert r.status_code == 400 and "differ" in r.json()["error"]
         assert ask(200 - 43 + 1, third).status_code == 402  # the shared budget is spent, not an account's own
+        import torch
+
+        from benchmark.plugins import VICTIMS
+
+        buf = io.BytesIO()
+        torch.save({"state_dict": VICTIMS["sdn-tiny"]().build(10, (3, 32, 32)).state_dict(), "exits": None}, buf)
+        assert requests.post(f"{url}/submit", data=buf.getvalue(), timeout=120).status_code == 200
+        assert proc.wait(timeout=120) == 0
     finally:
-        proc.kill()
-        proc.wait()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    r = json.loads((tmp_path / "result.json").read_text())
+    assert r["attack"]["details"]["service_accounts"] == {"limit": 3, "opened": 3, "refused": 1}
+    assert r["scores"]["queries"] == 43
+    cost = r["defense"]["cost"]  # the honest user asks from its own account, in the same deployment
+    assert cost["honest_queries"] > 0 and cost["honest_refused"] > 0  # this PRADA alarms on any long stream
 
 
 def _npy(x: np.ndarray) -> bytes:
