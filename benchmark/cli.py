@@ -20,6 +20,7 @@ class _Parser(argparse.ArgumentParser):
         raise StealBenchError(f"{self.prog}: {message}")
 
 
+MAX_ACCOUNTS = 10_000  # serve --accounts
 RUN_FLAGS = ("attack", "defense", "victim", "dataset", "query_data", "budget", "seed", "timing", "timing_profile",
              "device", "substitute_arch", "data_root", "download")
 
@@ -66,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("defense", "victim", "dataset"):
         sv.add_argument(f"--{name}")
     sv.add_argument("--query-data", dest="query_data", help="query set whose held-out tail scores closeness")
-    sv.add_argument("--budget", type=int, help="query budget of the attacker's account (required)")
+    sv.add_argument("--budget", type=int, help="query budget, shared by the attacker's accounts (required)")
+    sv.add_argument("--accounts", type=int, default=1,
+                    help="attacker accounts a client may open, sharing the budget (default 1)")
     sv.add_argument("--seed", type=int)
     sv.add_argument("--data-seed", dest="data_seed", type=int)
     sv.add_argument("--timing", choices=("simulated", "measured"),
@@ -208,23 +211,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
                               **({"data_seed": args.data_seed} if args.data_seed is not None else {}))
     if cfg.budget is None:
         raise ConfigError("--budget is required: the service needs a query budget")
+    if not 1 <= args.accounts <= MAX_ACCOUNTS:
+        raise ConfigError(f"--accounts must be from 1 to {MAX_ACCOUNTS}, got {args.accounts}")
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be from 0 to 65535 (0: a free port), got {args.port}")
     out = Path(args.out) if args.out else Path("results") / (
         f"{time.strftime('%Y%m%d-%H%M%S')}-external-{cfg.defense}-{cfg.victim}-s{cfg.seed}.json")
     check_writable(out)  # before the work, not after it
     try:
-        app = HttpService(args.host, args.port, out, hold=args.sleep or cfg.timing == "measured")
+        app = HttpService(args.host, args.port, out, hold=args.sleep or cfg.timing == "measured",
+                          accounts=args.accounts)
     except (OSError, OverflowError, UnicodeError) as exc:
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: {getattr(exc, 'strerror', None) or exc}") \
             from None
     try:
-        deployment = deploy(cfg, progress=not args.quiet)
+        deployment = deploy(cfg, progress=not args.quiet, accounts=args.accounts)
         app.attach(deployment, score)
         host, port = app.address
         if host not in ("127.0.0.1", "::1", "localhost"):
             print(f"warning: serving on {host}, not loopback: the service has no authentication", file=sys.stderr)
-        print(f"serving {cfg.victim} behind {cfg.defense} on http://{host}:{port} (budget {cfg.budget})", flush=True)
+        accounts = f", {args.accounts} accounts" if args.accounts > 1 else ""
+        print(f"serving {cfg.victim} behind {cfg.defense} on http://{host}:{port} (budget {cfg.budget}{accounts})",
+              flush=True)
         result = app.serve_forever()
     finally:
         app.httpd.server_close()

@@ -74,10 +74,10 @@ def substitute_spec(cfg: RunConfig, spec: Any) -> Any:
 
 
 def deploy(cfg: RunConfig, defense: Defense | None = None, attack: Attack | None = None,
-           progress: bool = True) -> Deployment:
+           progress: bool = True, accounts: int = 1) -> Deployment:
     """Validate ``cfg``, load the victim, task and query data, and stand up the defended service
     (profile, honest split, VictimOracle, Service). Without ``attack`` (``serve``), ``cfg.budget`` is
-    required and the service holds one attacker account. Multi-exit victims only."""
+    required and the service holds ``accounts`` attacker accounts. Multi-exit victims only."""
     spec = build_plugin(VICTIMS[cfg.victim], cfg.victim_options, "victim")
     if getattr(spec, "kind", "multi-exit") == "relu-mlp":
         raise ConfigError(f"victim {cfg.victim!r} is a ReLU MLP (exact extraction): it has no service deployment; "
@@ -94,7 +94,7 @@ def deploy(cfg: RunConfig, defense: Defense | None = None, attack: Attack | None
     elif cfg.budget is None:
         raise ConfigError("--budget is required: the service needs a query budget")
     else:
-        budget, accounts = cfg.budget, 1
+        budget = cfg.budget
     check_device(cfg.device)
     task_loader, query_loader = TASKS[cfg.dataset], QUERY_SETS[cfg.query_data]
 

@@ -7,15 +7,15 @@ authentication). Each connection gets a thread, so a slow client's upload blocks
 request, once wholly received, waits its turn on a first-come-first-served ticket lock: the
 service answers one request at a time, in arrival order, exactly as the in-process path does.
 
-One attacker account (account 0) per server; the budget, the honest user and every counter are
-the ``Service``'s. Queries arrive as JSON nested lists or ``.npy`` bytes (``np.load`` with
-``allow_pickle=False``: never code); the substitute arrives as a ``torch.save``d dict loaded with
-``weights_only=True`` and rebuilt from the substitute family's spec.
+Up to ``accounts`` attacker accounts share one budget, as an attack's Sybil accounts do in ``run``:
+the first is open from the start (queries that name no account are its), ``POST /account`` opens
+the next; ids are the service's opaque account ids. The budget, the honest user, the defense's
+per-account state and every counter are the ``Service``'s. Bodies are read by ``_body``: never a
+pickle.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import sys
@@ -26,26 +26,26 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from benchmark.api.attack import StolenModel
-from benchmark.errors import AccountRefused, BudgetExceeded, InvalidQuery, InvalidQueryType, StealBenchError
-from benchmark.service.attacker import rebuild_substitute
+from benchmark.errors import AccountRefused, BudgetExceeded, InvalidQuery, InvalidQueryType
+from benchmark.options import plugin_options
+from benchmark.service._body import NPY, BadRequest, decode_submission, parse_query
 
-NPY = "application/x-npy"
 #: bytes a body may hold per image value: a JSON float written in full ("0.123456789012345678, ")
 JSON_BYTES_PER_VALUE = 32
 NPY_BYTES_PER_VALUE = 8  # float64, so that a float64 upload gets its 400 (dtype), not a 413
 BODY_SLACK = 64 * 1024
-
-
-class BadRequest(ValueError):
-    """A request the server cannot read (400)."""
+ACCOUNT_HEADER = "X-Account"
+ENDPOINTS = "see GET /info, POST /query, /account, /submit"
 
 
 class Closed(RuntimeError):
     """A request after the submission (410)."""
+
+
+class NoMoreAccounts(RuntimeError):
+    """``POST /account`` with every account already open (409)."""
 
 
 class _FifoLock:
@@ -75,11 +75,14 @@ class _FifoLock:
 class HttpService:
     """The HTTP front of one ``Deployment``; ``score`` is ``runner.score`` (the judge)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, out: Path | None = None, hold: bool = False) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, out: Path | None = None, hold: bool = False,
+                 accounts: int = 1) -> None:
         """Bind the port now (a taken port or a bad host fails before any work); ``attach`` a deployment
-        before ``serve_forever``."""
+        (made with ``accounts`` attacker accounts) before ``serve_forever``."""
         self.out = out
         self.hold = hold
+        self.accounts = int(accounts)
+        self.opened = 1  # account 0 is open from the start
         self.lock = _FifoLock()
         self.result: dict | None = None
         self.d = self.service = self._score = None
@@ -91,6 +94,9 @@ class HttpService:
         self.d = deployment
         self.service = deployment.service
         self._score = score
+        if len(self.service.attacker_ids) != self.accounts:
+            raise ValueError(f"the deployment holds {len(self.service.attacker_ids)} attacker accounts, "
+                             f"the server {self.accounts}")
         self.values_per_image = math.prod(self.service.input_shape)
         sub = deployment.substitute.build(self.service.num_classes, self.service.input_shape)
         self.max_submit = 4 * sum(v.numel() * v.element_size() for v in sub.state_dict().values()) + 1024 * 1024
@@ -113,26 +119,48 @@ class HttpService:
     def info(self) -> dict:
         s = self.service
         return {"num_classes": s.num_classes, "input_shape": list(s.input_shape), "input_dtype": "float32",
-                "input_range": [0.0, 1.0], "budget": s.budget, "used": s.used, "accounts": 1,
-                "victim": self.d.cfg.victim, "defense": self.d.cfg.defense}
+                "input_range": [0.0, 1.0], "budget": s.budget, "used": s.used, "accounts": self.accounts,
+                "accounts_open": self.opened, "account": s.attacker_ids[0],
+                "victim": self.d.cfg.victim, "defense": self.d.cfg.defense,
+                "substitute": {"name": self.d.substitute.name, "options": plugin_options(self.d.substitute)}}
+
+    def open_account(self) -> dict:
+        if self.opened >= self.accounts:
+            raise NoMoreAccounts(f"all {self.accounts} accounts are open (the server was started with "
+                                 f"--accounts {self.accounts})")
+        self.opened += 1
+        return {"account": self.service.attacker_ids[self.opened - 1], "accounts_open": self.opened,
+                "accounts": self.accounts}
+
+    def account_number(self, account: str | None) -> int:
+        """The service's number of an open account id (None: the first account)."""
+        if account is None:
+            return 0
+        ids = self.service.attacker_ids[:self.opened]
+        if account not in ids:
+            raise BadRequest(f"no open account {account[:40]!r}: use an id that /info or POST /account gave")
+        return ids.index(account)
 
     def query_cap(self, content_type: str) -> int:
         left = max(self.service.budget - self.service.used, 1)
         per = NPY_BYTES_PER_VALUE if content_type == NPY else JSON_BYTES_PER_VALUE
         return left * self.values_per_image * per + BODY_SLACK
 
-    def query(self, x: torch.Tensor, arrived: float) -> dict:
-        r = self.service.query(0, x)
+    def query(self, x: torch.Tensor, account: int, arrived: float) -> dict:
+        r = self.service.query(account, x)
         if self.hold:  # the answer leaves once the defended latency has passed since the request arrived
             wait = arrived + float(r.latency.sum()) - time.perf_counter()
             if wait > 0:
                 time.sleep(wait)
-        return {"probs": r.probs.tolist(), "latency": r.latency.tolist(), "used": self.service.used}
+        return {"probs": r.probs.tolist(), "latency": r.latency.tolist(), "used": self.service.used,
+                "account": self.service.attacker_ids[account]}
 
     def submit(self, body: bytes) -> dict:
         stolen = decode_submission(body, self.d.substitute, self.service.num_classes, self.service.input_shape,
                                    self.d.cfg.device)
         name = str(stolen.details.pop("attack", "external"))
+        refused = sum(a in self.service.refused for a in self.service.attacker_ids)
+        stolen.details["service_accounts"] = {"limit": self.accounts, "opened": self.opened, "refused": refused}
         seconds = time.perf_counter() - self.started
         result = self._score(self.d, stolen, name, {}, seconds)
         if self.out is not None:
@@ -140,68 +168,6 @@ class HttpService:
         self.result = result.to_json()
         return {"scores": self.result["scores"], "cost": self.result["defense"]["cost"],
                 "out": str(self.out) if self.out is not None else None}
-
-
-def parse_query(body: bytes, content_type: str) -> torch.Tensor:
-    """A query body as a fresh CPU tensor (its dtype kept, for the service's checks)."""
-    if content_type == NPY:
-        try:
-            arr = np.load(io.BytesIO(body), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise BadRequest(f"body is not a .npy array: {exc}") from None
-        if not isinstance(arr, np.ndarray):
-            raise BadRequest("body is an .npz archive; send one .npy array")
-    elif content_type in ("application/json", ""):
-        try:
-            obj = json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            raise BadRequest(f"body is not JSON: {str(exc)[:200]}") from None
-        if not isinstance(obj, dict) or "x" not in obj:
-            raise BadRequest('JSON body must be an object {"x": [[[[...]]]]} (B, C, H, W)')
-        try:
-            arr = np.asarray(obj["x"], dtype=np.float32)
-        except (ValueError, TypeError, RecursionError, OverflowError) as exc:
-            raise BadRequest(f'"x" is not a rectangular array of numbers: {str(exc)[:200]}') from None
-    else:
-        raise BadRequest(f"Content-Type must be application/json or {NPY}, got {content_type!r}")
-    if arr.dtype.kind != "f":
-        raise InvalidQueryType(f"queries must be float32, got {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
-    try:
-        return torch.from_numpy(arr.copy())
-    except TypeError as exc:
-        raise InvalidQueryType(f"queries must be float32, got {arr.dtype}: {exc}") from None
-
-
-def decode_submission(body: bytes, substitute, num_classes: int, input_shape: tuple[int, ...],
-                      device: str) -> StolenModel:
-    """``torch.save({"state_dict": ..., "exits": None or k, ["details": {...}]})`` as a StolenModel,
-    rebuilt by ``substitute.build`` (``attacker.rebuild_substitute``)."""
-    try:
-        obj = torch.load(io.BytesIO(body), weights_only=True, map_location="cpu")
-    except Exception as exc:  # any unreadable upload is the client's error
-        raise BadRequest(f"body is not a torch.save'd dict of tensors: {type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())[:200]}") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict):
-        raise BadRequest('the submission must be a dict {"state_dict": ..., "exits": None or k}')
-    exits = obj.get("exits")
-    if exits is not None and (not isinstance(exits, int) or isinstance(exits, bool)):
-        raise BadRequest(f'"exits" must be null or an integer, got {type(exits).__name__}')
-    details = obj.get("details") or {}
-    if not isinstance(details, dict):
-        raise BadRequest('"details" must be a dict')
-    try:
-        json.dumps(details, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise BadRequest(f'"details" must be plain JSON data: {exc}') from None
-    try:
-        model = rebuild_substitute(substitute, num_classes, input_shape, exits, obj["state_dict"])
-    except (StealBenchError, RuntimeError, TypeError, ValueError, KeyError) as exc:
-        raise BadRequest(f"the state_dict does not fit {substitute.name}.build(exits={exits}): "
-                         f"{' '.join(str(exc).split())[:400] or type(exc).__name__}") from None
-    if "attack" in obj:
-        details = {**details, "attack": str(obj["attack"])}
-    return StolenModel(model.to(device).eval(), dict(details), None, None)
 
 
 def _handler(app: HttpService) -> type[BaseHTTPRequestHandler]:
@@ -228,7 +194,7 @@ def _handler(app: HttpService) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:  # http.server's name
             if self.path.split("?")[0] != "/info":
-                return self._error(HTTPStatus.NOT_FOUND, f"no endpoint GET {self.path}; see /info, /query, /submit")
+                return self._error(HTTPStatus.NOT_FOUND, f"no endpoint GET {self.path}; {ENDPOINTS}")
             ticket = app.lock.ticket()
             app.lock.acquire(ticket)
             try:
@@ -240,9 +206,8 @@ def _handler(app: HttpService) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:  # http.server's name
             arrived = time.perf_counter()
             path = self.path.split("?")[0]
-            if path not in ("/query", "/submit"):
-                return self._error(HTTPStatus.NOT_FOUND, f"no endpoint POST {self.path}; see /info, /query, /submit",
-                                   close=True)
+            if path not in ("/query", "/submit", "/account"):
+                return self._error(HTTPStatus.NOT_FOUND, f"no endpoint POST {self.path}; {ENDPOINTS}", close=True)
             ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             try:
                 length = int(self.headers.get("Content-Length", ""))
@@ -250,7 +215,7 @@ def _handler(app: HttpService) -> type[BaseHTTPRequestHandler]:
                     raise ValueError
             except ValueError:
                 return self._error(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is required", close=True)
-            cap = app.query_cap(ctype) if path == "/query" else app.max_submit
+            cap = {"/query": app.query_cap(ctype), "/submit": app.max_submit}.get(path, BODY_SLACK)
             if length > cap:
                 return self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                                    f"body of {length} bytes is larger than the {cap} bytes the remaining budget "
@@ -258,11 +223,19 @@ def _handler(app: HttpService) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length)
             ticket = app.lock.ticket()  # arrival order: when the whole request is in
             app.lock.acquire(ticket)
+            account = None
             try:
                 if app.result is not None:
                     raise Closed("the substitute was submitted and scored; the server is shutting down")
                 if path == "/query":
-                    status, obj = HTTPStatus.OK, app.query(parse_query(body, ctype), arrived)
+                    x, named = parse_query(body, ctype)
+                    header = self.headers.get(ACCOUNT_HEADER)
+                    if named is not None and header is not None and named != header:
+                        raise BadRequest(f'the {ACCOUNT_HEADER} header and the body\'s "account" differ')
+                    account = app.account_number(named if named is not None else header)
+                    status, obj = HTTPStatus.OK, app.query(x, account, arrived)
+                elif path == "/account":
+                    status, obj = HTTPStatus.OK, app.open_account()
                 else:
                     status, obj = HTTPStatus.OK, app.submit(body)
             except Closed as exc:
@@ -271,6 +244,8 @@ def _handler(app: HttpService) -> type[BaseHTTPRequestHandler]:
                 status, obj = HTTPStatus.PAYMENT_REQUIRED, {"error": str(exc)}
             except AccountRefused as exc:
                 status, obj = HTTPStatus.FORBIDDEN, {"error": str(exc)}
+            except NoMoreAccounts as exc:
+                status, obj = HTTPStatus.CONFLICT, {"error": str(exc)}
             except (InvalidQuery, InvalidQueryType, BadRequest) as exc:
                 status, obj = HTTPStatus.BAD_REQUEST, {"error": str(exc)}
             except Exception as exc:  # the server stays up; the client is told
@@ -280,6 +255,8 @@ def _handler(app: HttpService) -> type[BaseHTTPRequestHandler]:
                 app.lock.release()
             if "error" in obj:
                 obj = {"error": " ".join(str(obj["error"]).split())[:1000]}
+                if status == HTTPStatus.FORBIDDEN:  # which account is refused; the others still ask
+                    obj["account"] = app.service.attacker_ids[account]
             done = path == "/submit" and status == HTTPStatus.OK
             self._send(status, obj, close=done)
             if done:
