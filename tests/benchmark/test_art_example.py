@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from test_serve import ROOT, start_server
+from test_serve import ROOT, served
 
 pytest.importorskip("art", reason="adversarial-robustness-toolbox (the dev extra) is not installed")
 
@@ -19,8 +19,7 @@ EXAMPLE = ROOT / "examples" / "art_knockoff.py"
 
 def test_art_knockoff_example_steals_from_serve_and_is_scored(tmp_path):
     budget = 96
-    proc, url = start_server(tmp_path, defense="none", budget=budget)
-    try:
+    with served(tmp_path, defense="none", budget=budget) as (proc, url):
         env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
         bad = subprocess.run([sys.executable, str(EXAMPLE), "--url", url, "--queries", str(budget + 1)], cwd=ROOT,
                              env=env, capture_output=True, text=True, timeout=300)
@@ -33,10 +32,6 @@ def test_art_knockoff_example_steals_from_serve_and_is_scored(tmp_path):
         assert ex.returncode == 0, ex.stderr[-3000:]
         answer = json.loads(ex.stdout.strip().splitlines()[-1])
         assert proc.wait(timeout=120) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     r = json.loads((tmp_path / "result.json").read_text())
     assert r["scores"] == answer["scores"] and r["scores"]["queries"] == budget  # the whole budget, by default
     assert 0 <= r["scores"]["acc"] <= 1 and 0 <= r["scores"]["clo"] <= 1

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -10,6 +11,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +61,21 @@ def start_server(tmp_path: Path, *extra: str, defense: str = "jitter", budget: i
     raise AssertionError(f"the server did not come up: {proc.stderr.read()[-2000:]}")
 
 
+@contextlib.contextmanager
+def served(tmp_path: Path, *extra: str, **kwargs) -> Iterator[tuple[subprocess.Popen, str]]:
+    """``start_server`` for the block's duration; the process is killed at the end if still running."""
+    proc, url = start_server(tmp_path, *extra, **kwargs)
+    try:
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_serve_answers_an_external_client_and_scores_its_substitute(tmp_path):
     client = client_namespace()
-    proc, url = start_server(tmp_path, "--sleep")
-    try:
+    with served(tmp_path, "--sleep") as (proc, url):
         info = requests.get(f"{url}/info", timeout=60).json()
         assert info == {"num_classes": 10, "input_shape": [3, 32, 32], "input_dtype": "float32",
                         "input_range": [0.0, 1.0], "budget": BUDGET, "used": 0, "accounts": 1,
@@ -111,10 +124,6 @@ def test_serve_answers_an_external_client_and_scores_its_substitute(tmp_path):
 
         answer = client["steal"](url, n=48, steps=3)  # spends 48 more, fits the last head, submits
         assert proc.wait(timeout=120) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     out = proc.stdout.read()
     assert f"result written to {tmp_path / 'result.json'}" in out
     r = json.loads((tmp_path / "result.json").read_text())
@@ -133,8 +142,7 @@ def test_serve_accounts_share_the_budget_and_prada_refuses_one_of_them(tmp_path)
     the account that asks many images, with a 403 naming it, while the others are still answered."""
     prada = ["--defense-opt", "delta=1.0", "--defense-opt", "min_distances=5", "--defense-opt", "test_every=1",
              "--defense-opt", "class_min=1"]
-    proc, url = start_server(tmp_path, *prada, defense="prada", budget=200, accounts=3)
-    try:
+    with served(tmp_path, *prada, defense="prada", budget=200, accounts=3) as (proc, url):
         info = requests.get(f"{url}/info", timeout=60).json()
         assert info["accounts"] == 3 and info["accounts_open"] == 1
         first = info["account"]
@@ -179,10 +187,6 @@ def test_serve_accounts_share_the_budget_and_prada_refuses_one_of_them(tmp_path)
         torch.save({"state_dict": VICTIMS["sdn-tiny"]().build(10, (3, 32, 32)).state_dict(), "exits": None}, buf)
         assert requests.post(f"{url}/submit", data=buf.getvalue(), timeout=120).status_code == 200
         assert proc.wait(timeout=120) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     r = json.loads((tmp_path / "result.json").read_text())
     assert r["attack"]["details"]["service_accounts"] == {"limit": 3, "opened": 3, "refused": 1}
     assert r["scores"]["queries"] == 43
