@@ -1,7 +1,9 @@
-"""The one path every run takes (DESIGN.md): config -> victim -> service (oracle + defense + honest
-traffic; ``deploy``) -> attack in its own process (``run``) or over HTTP (``serve``) -> scores
-(``score``) -> Result. Everything the user can get wrong is
-validated before any heavy work."""
+"""The one path every run takes (docs/design.md): config -> victim -> deployment (oracle + defense +
+budget + honest traffic in one ``Service``) -> attack in its own process (``run``) or over HTTP
+(``serve``) -> scores -> Result. Each victim family brings two parts (``Family``): how its
+deployment is built (``deploy`` here for multi-exit victims, ``benchmark.exact.deploy`` for
+relu-mlp victims) and how a stolen model is scored (``score``; ``benchmark.exact.judge``).
+Everything the user can get wrong is validated before any heavy work."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any
 
 import torch
 
-from benchmark import energy
+from benchmark import energy, exact
 from benchmark.api.attack import Attack, AttackContext, StolenModel
 from benchmark.api.defense import Defense, defense_name
 from benchmark.closeness import split_query_heldout
@@ -63,6 +65,10 @@ class Deployment:
     honest: Split  # the honest user's part
     service: Service
 
+    @property
+    def device(self) -> str:
+        return self.cfg.device
+
 
 def substitute_spec(cfg: RunConfig, spec: Any) -> Any:
     """The spec the attacker's substitute is built from: ``--substitute-arch`` with its defaults, else
@@ -77,7 +83,7 @@ def deploy(cfg: RunConfig, defense: Defense | None = None, attack: Attack | None
            progress: bool = True, accounts: int = 1) -> Deployment:
     """Validate ``cfg``, load the victim, task and query data, and stand up the defended service
     (profile, honest split, VictimOracle, Service). Without ``attack`` (``serve``), ``cfg.budget`` is
-    required and the service holds ``accounts`` attacker accounts. Multi-exit victims only."""
+    required and the service holds ``accounts`` attacker accounts. Multi-exit victims (their family's part)."""
     spec = build_plugin(VICTIMS[cfg.victim], cfg.victim_options, "victim")
     if getattr(spec, "kind", "multi-exit") == "relu-mlp":
         raise ConfigError(f"victim {cfg.victim!r} is a ReLU MLP (exact extraction): it has no service deployment; "
@@ -117,29 +123,44 @@ def deploy(cfg: RunConfig, defense: Defense | None = None, attack: Attack | None
                       profile, test, honest, service)
 
 
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """What a victim family brings to the one run path: ``prepare`` checks the attack against the
+    victim (and may hand it public facts), ``deploy`` builds the victim and its defended service,
+    ``score`` judges what the attack returned and builds the Result."""
+
+    deploy: Callable[..., Any]  # (cfg, defense, attack, progress) -> a deployment
+    score: Callable[..., Result]  # (deployment, stolen, attack name, attack options, attack seconds)
+    prepare: Callable[[RunConfig, Any, Attack], Attack] = lambda cfg, spec, attack: attack
+
+
+def _families() -> dict[str, Family]:
+    return {"multi-exit": Family(deploy, score),
+            "relu-mlp": Family(exact.deploy, exact.judge, exact.prepare)}
+
+
 def run(cfg: RunConfig, progress: bool = True, inspect: Callable[[dict], None] | None = None,
         defense: Defense | None = None, attack: Attack | None = None) -> Result:
-    """Run one configuration. ``inspect`` (analysis scripts; multi-exit runs) is called once the attack is
-    done with ``victim``, ``stolen`` (the attack's StolenModel), ``task`` and ``query``. ``defense``, if
-    given, is used instead of ``cfg.defense`` (an instance, e.g. an unregistered plugin being written);
-    ``attack`` likewise (its class must be importable: it runs in its own process)."""
+    """Run one configuration, any victim family. ``inspect`` (analysis scripts) is called once the
+    attack is done with ``victim``, ``stolen`` (the attack's StolenModel), ``task`` and ``query``.
+    ``defense``, if given, is used instead of ``cfg.defense`` (an instance, e.g. an unregistered
+    plugin being written); ``attack`` likewise (its class must be importable: it runs in its own
+    process)."""
     spec = build_plugin(VICTIMS[cfg.victim], cfg.victim_options, "victim")
-    if getattr(spec, "kind", "multi-exit") == "relu-mlp":
-        from benchmark.exact import run_exact
-
-        return run_exact(cfg, progress, defense)
+    family = _families()[getattr(spec, "kind", "multi-exit")]
     if attack is None:
         attack = build_plugin(ATTACKS[cfg.attack], cfg.attack_options, "attack")
-    d = deploy(cfg, defense, attack, progress)
+    attack = family.prepare(cfg, spec, attack)
+    d = family.deploy(cfg, defense, attack, progress)
 
-    ctx = AttackContext(seed=cfg.seed, device=cfg.device, substitute=d.substitute, progress=progress)
-    stolen, attack_seconds = run_attack(d.service, attack, d.query, d.budget, ctx, cfg.device)
+    ctx = AttackContext(seed=cfg.seed, device=d.device, substitute=d.substitute, progress=progress)
+    stolen, attack_seconds = run_attack(d.service, attack, d.query, d.budget, ctx, d.device)
     d.service.finish()
 
     if inspect is not None:
-        inspect({"victim": d.victim, "stolen": stolen, "task": d.task, "query": d.query})
-    return score(d, stolen, attack.name if attack.name != "attack" else type(attack).__name__,
-                 plugin_options(attack), attack_seconds)
+        inspect({"victim": d.victim, "stolen": stolen, "task": getattr(d, "task", None), "query": d.query})
+    return family.score(d, stolen, attack.name if attack.name != "attack" else type(attack).__name__,
+                        plugin_options(attack), attack_seconds)
 
 
 def score(d: Deployment, stolen: StolenModel, attack_name: str, attack_options: dict,

@@ -1,5 +1,8 @@
-"""The victim zoo: trained victims cached on disk as state dicts, keyed by name, dataset, seed
-and hyper-parameters, so a second run does not train again. Loading uses ``weights_only=True``;
+"""The victim zoo, one for every victim family: trained victims cached on disk as state dicts,
+keyed by name, dataset, seed and hyper-parameters, so a second run does not train again. Each
+family keys its victims (``victim_key`` for multi-exit victims; ``relu-mlp`` victims by their
+layer sizes and training settings) and trains them its own way; the cache step is one
+(``load_or_fit``: the lock, loading, the checks, saving). Loading uses ``weights_only=True``;
 a cache file that does not load is a one-line error, never a silent retrain over it. A cache file
 that loads but holds NaN or infinite weights or thresholds (a run could only end in non-finite
 scores) is trained again and replaced, with one line on stderr saying so."""
@@ -11,6 +14,8 @@ import hashlib
 import json
 import math
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,37 +72,50 @@ def training_split(train: Split, subset: int | None, seed: int) -> Split:
 
 def load_or_train(spec: VictimSpec, task: TaskData, seed: int, device: str = "cpu",
                   progress: bool = True, retrain: bool = False) -> ZooEntry:
-    """The trained victim (thresholds set), from the cache or trained now and cached."""
-    import time
-
+    """The trained multi-exit victim (thresholds set), from the cache or trained now and cached."""
     train = training_split(task.train, getattr(spec, "train_subset", None), seed)
     key = victim_key(spec, task, seed)
     path = cache_dir() / "victims" / f"{key}.pt"
-    with file_lock(path.with_suffix(".lock")):  # parallel jobs never train the same victim twice
-        torch.manual_seed(seed)
-        model = spec.build(task.num_classes, task.input_shape)
+
+    def make() -> MultiExitNet:
+        torch.manual_seed(seed)  # a retrain after a bad cache file starts as a first training does
+        return spec.build(task.num_classes, task.input_shape)
+
+    def fit(model: MultiExitNet) -> None:
+        spec.train(model.to(device), dataclasses.replace(task, train=train), seed, device, progress)
+
+    meta = {"key": key, "victim": spec.name, "dataset": task.name, "seed": seed, "options": plugin_options(spec),
+            "train_images": len(train)}
+    model, cached, seconds = load_or_fit(path, make, fit, meta, spec.name, retrain)
+    return ZooEntry(model.to(device).eval(), path, cached, seconds)
+
+
+def load_or_fit(path: Path, make: Callable[[], torch.nn.Module], fit: Callable[[torch.nn.Module], None],
+                meta: dict, name: str, retrain: bool = False) -> tuple[torch.nn.Module, bool, float]:
+    """The zoo's cache step, for every family: under ``path``'s lock (parallel jobs never train the
+    same victim twice), the weights in ``path`` loaded into ``make()``, or, if there are none (or
+    ``retrain``, or they hold non-finite values), ``fit`` run on a fresh ``make()`` and the result
+    saved with ``meta`` and its ``train_seconds`` beside it. Returns (model, cached, train seconds)."""
+    with file_lock(path.with_suffix(".lock")):
+        model = make()
         if path.exists() and not (retrain or FORCE_RETRAIN):
             load_state(model, path)
             bad = non_finite_tensors(model)
             if not bad:
-                return ZooEntry(model.to(device).eval(), path, True, 0.0)
+                return model, True, 0.0
             print(f"warning: cached victim {path} has non-finite values ({', '.join(bad[:3])}"
                   f"{', ...' if len(bad) > 3 else ''}); training it again", file=sys.stderr)
-            torch.manual_seed(seed)  # the same start as a first training
-            model = spec.build(task.num_classes, task.input_shape)
-        model = model.to(device)
+            model = make()
         start = time.perf_counter()
-        spec.train(model, dataclasses.replace(task, train=train), seed, device, progress)
+        fit(model)
         seconds = time.perf_counter() - start
         bad = non_finite_tensors(model)
         if bad:
-            raise StealBenchError(f"training victim {spec.name!r} gave non-finite values ({', '.join(bad[:3])}); "
+            raise StealBenchError(f"training victim {name!r} gave non-finite values ({', '.join(bad[:3])}); "
                                   f"not cached; try other victim options (e.g. a smaller lr)")
         save_torch(path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
-        write_json(path.with_suffix(".json"), {"key": key, "victim": spec.name, "dataset": task.name,
-                                               "seed": seed, "options": plugin_options(spec),
-                                               "train_images": len(train), "train_seconds": seconds})
-        return ZooEntry(model.eval(), path, False, seconds)
+        write_json(path.with_suffix(".json"), {**meta, "train_seconds": seconds})
+        return model, False, seconds
 
 
 def non_finite_tensors(model: torch.nn.Module) -> list[str]:

@@ -296,8 +296,10 @@ def check_numeric(c: _Checker, threads: Any) -> None:
                                                        f"environment.torch_threads is {threads}")
 
 
-def check_defense(c: _Checker, cfg: dict[str, Any] | None) -> None:
-    """What the defense is (``acts_on``, as its plugin declares) and what it cost."""
+def check_defense(c: _Checker, cfg: dict[str, Any] | None, kind: str = "multi-exit") -> None:
+    """What the defense is (``acts_on``, as its plugin declares) and what it cost (``kind``: the
+    entry's family; the exact family's honest user has no task labels and its victim no early
+    exits, so it has neither accuracy nor savings-kept fields)."""
     if cfg is not None:
         obj, _ = lookup("defense", cfg["defense"])
         if obj is not None:
@@ -319,8 +321,10 @@ def check_defense(c: _Checker, cfg: dict[str, Any] | None) -> None:
         honest = c.number("defense.cost.honest_queries", 1, integer=True)
         c.number("defense.cost.honest_refused", 0, honest if isinstance(honest, int) else None, integer=True)
         c.number("defense.cost.honest_share", 0, 1, lo_open=True)
-        c.number("defense.cost.undefended_acc", 0, 1)
-        for key in ("added_latency_p50_s", "added_latency_p99_s", "latency_savings_kept", "flops_savings_kept"):
+        early_exit = ("latency_savings_kept", "flops_savings_kept") if kind == "multi-exit" else ()
+        if kind == "multi-exit":
+            c.number("defense.cost.undefended_acc", 0, 1)
+        for key in ("added_latency_p50_s", "added_latency_p99_s", *early_exit):
             c.number(f"defense.cost.{key}", nullable=True)
 
 
@@ -382,7 +386,7 @@ def check_entry(data: dict[str, Any]) -> list[str]:
         if kind in data:
             c.dict_at(kind)
     if isinstance(data.get("defense"), dict):
-        check_defense(c, cfg)
+        check_defense(c, cfg, family(data))
     if "scores" in data and c.dict_at("scores") is not None:
         budget = cfg.get("budget") if cfg else None
         hi = budget if isinstance(budget, int) else None

@@ -63,7 +63,8 @@ TOLERANCES: dict[str, tuple[str, float]] = {
     "scores.complete": ("exact", 0.0), "scores.max_weight_error_log2": ("abs", 4.0),
     "scores.layer_errors_log2": ("abs", 4.0), "scores.max_output_diff": ("abs", 1e-9),
 }
-#: exact-extraction family: query counts (the total and each phase's) move with the kernel
+#: exact-extraction family: query counts (the total and each phase's) move with the kernel, and so
+#: does the honest user's share of the stream
 EXACT_FAMILY_QUERIES = ("rel", 0.2)
 #: a number in ``scores`` without a rule of its own
 DEFAULT_RULE = ("abs", 0.02)
@@ -111,7 +112,7 @@ def _get(data: dict, path: str) -> tuple[bool, Any]:
 def rule_for(key: str, exact_family: bool = False) -> tuple[str, float]:
     """The tolerance of one compared field where the numeric environment is not reproduced."""
     if key in TOLERANCES:
-        if exact_family and key == "scores.queries":
+        if exact_family and key in ("scores.queries", "defense.cost.honest_share"):
             return EXACT_FAMILY_QUERIES
         return TOLERANCES[key]
     if key == "defense.cost.answered" or (exact_family and key.endswith("_queries")):

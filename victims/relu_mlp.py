@@ -27,7 +27,6 @@ import hashlib
 import itertools
 import json
 import math
-import time
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from benchmark.errors import ConfigError, StealBenchError
+from benchmark.errors import ConfigError
 from benchmark.oracle import Oracle, Response
 from benchmark.plugins import VICTIMS
 
@@ -222,8 +221,8 @@ class ReLUMLPSpec:
         from pathlib import Path
 
         from benchmark.data import TASKS, DataRequest
-        from benchmark.io import file_lock, save_torch, write_json
         from benchmark.paths import cache_dir, data_dir
+        from benchmark.zoo import load_or_fit
 
         sizes = self.sizes
         channels, side = image_shape(sizes[0])
@@ -239,24 +238,10 @@ class ReLUMLPSpec:
                          sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         path = cache_dir() / "victims" / f"relu-mlp-{dataset}-s{seed}-{digest}.pt"
-        net = ReLUMLP(sizes)
-        with file_lock(path.with_suffix(".lock")):
-            if path.exists():
-                try:
-                    state = torch.load(path, map_location="cpu", weights_only=True)
-                    net.load_state_dict(state)
-                except Exception as exc:
-                    raise StealBenchError(f"cached victim {path} is unreadable ({type(exc).__name__}); "
-                                          f"delete it to retrain") from exc
-                seconds, cached = 0.0, True
-            else:
-                t0 = time.perf_counter()
-                train_mlp(net, xtr, ytr, seed, self.epochs, self.lr, self.batch_size, progress)
-                seconds, cached = time.perf_counter() - t0, False
-                save_torch(path, {k: v.detach().cpu() for k, v in net.state_dict().items()})
-                write_json(path.with_suffix(".json"), {"victim": "relu-mlp", "layers": list(sizes),
-                                                       "dataset": dataset, "seed": seed,
-                                                       "train_seconds": seconds})
+        net, cached, seconds = load_or_fit(
+            path, lambda: ReLUMLP(sizes),
+            lambda m: train_mlp(m, xtr, ytr, seed, self.epochs, self.lr, self.batch_size, progress),
+            {"victim": "relu-mlp", "layers": list(sizes), "dataset": dataset, "seed": seed}, self.name)
         net.eval()
         acc = label_accuracy(net, xte, yte)
         return MLPVictim(net, sizes, xte, yte, dataset, seconds, cached, acc)

@@ -40,7 +40,7 @@ attacker recovers each hidden neuron's row ``(A_l[k], b_l[k])`` up to a positive
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -48,30 +48,15 @@ import numpy as np
 from attacks.cryptanalytic._access import Access
 from attacks.cryptanalytic._driver import run as run_extraction
 from attacks.cryptanalytic._state import Settings, new_state
-from benchmark.api.attack import Attack, AttackContext, StolenModel
+from benchmark.api.attack import Attack, AttackContext, ExtractedWeights
 from benchmark.data import Split
 from benchmark.errors import ConfigError
 from benchmark.oracle import BlackBox
 from benchmark.plugins import ATTACKS
 
 
-@dataclass
-class ExtractedMLP(StolenModel):
+class ExtractedMLP(ExtractedWeights):
     """The extracted weight set (same shape as the victim), float64, plus what was recovered."""
-
-    sizes: tuple[int, ...] = ()
-    weights: list[np.ndarray] = field(default_factory=list)  # (n_out, n_in) per layer
-    biases: list[np.ndarray] = field(default_factory=list)
-    recovered: list[np.ndarray] = field(default_factory=list)  # per hidden layer, the attacker's claim
-    complete: bool = False
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        h = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = h @ w.T + b
-            if i < len(self.weights) - 1:
-                h = np.maximum(h, 0.0)
-        return h
 
 
 def reserve_for(sizes: tuple[int, ...]) -> int:

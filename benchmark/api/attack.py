@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 from torch import Tensor
 
 from benchmark.api.victim import MultiExitNet, VictimSpec
@@ -38,6 +39,28 @@ class StolenModel:
     details: dict[str, Any] = field(default_factory=dict)
     query_index: Tensor | None = None
     inferred_exits: Tensor | None = None
+
+
+@dataclass
+class ExtractedWeights(StolenModel):
+    """What an exact-extraction attack returns: a fully connected ReLU network's weight set
+    (same shapes as the victim's), float64, plus which hidden neurons it claims to have recovered.
+    It crosses back from the attack's process as arrays (``benchmark.service.attacker``)."""
+
+    sizes: tuple[int, ...] = ()
+    weights: list[np.ndarray] = field(default_factory=list)  # (n_out, n_in) per layer
+    biases: list[np.ndarray] = field(default_factory=list)
+    recovered: list[np.ndarray] = field(default_factory=list)  # per hidden layer, the attacker's claim
+    complete: bool = False
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Raw outputs of the extracted network, float64 (ReLU between layers)."""
+        h = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = h @ w.T + b
+            if i < len(self.weights) - 1:
+                h = np.maximum(h, 0.0)
+        return h
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 defense, the service's counters or the judge's scores, only a connection (``client``). What it
 returns crosses back as data, never code: the substitute's tensors (``torch.load`` with
 ``weights_only=True``) and JSON details; the judge rebuilds the substitute from the substitute
-family's spec. Attacks therefore build their substitute with ``ctx.substitute.build(...)``."""
+family's spec. Attacks therefore build their substitute with ``ctx.substitute.build(...)``. An
+exact-extraction attack returns an ``ExtractedWeights`` instead, which crosses back as its float64
+arrays (``numpy.save``, loaded with ``allow_pickle=False``) and JSON."""
 
 from __future__ import annotations
 
@@ -15,16 +17,17 @@ import time
 import traceback
 from typing import Any
 
+import numpy as np
 import torch
 
-from benchmark.api.attack import Attack, AttackContext, StolenModel
+from benchmark.api.attack import Attack, AttackContext, ExtractedWeights, StolenModel
 from benchmark.api.victim import MultiExitNet, VictimSpec
 from benchmark.data import Split
 from benchmark.errors import StealBenchError
 from benchmark.service import client, protocol
 from benchmark.service.server import Service
 
-DONE, FAIL = b"SBD1", b"SBX1"
+DONE, WEIGHTS, FAIL = b"SBD1", b"SBW1", b"SBX1"
 
 
 def _jsonable(obj: Any) -> Any:
@@ -62,8 +65,36 @@ def encode_stolen(stolen: StolenModel, substitute: VictimSpec) -> bytes:
     return DONE + struct.pack("<I", len(head)) + head + buf.getvalue()
 
 
+def encode_weights(stolen: ExtractedWeights) -> bytes:
+    """An extracted weight set as data: its arrays (``numpy.save`` each) and JSON for the rest."""
+    arrays = [*stolen.weights, *stolen.biases, *stolen.recovered]
+    blobs = []
+    for a in arrays:
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(a), allow_pickle=False)
+        blobs.append(buf.getvalue())
+    head = json.dumps({"sizes": list(stolen.sizes), "complete": bool(stolen.complete), "details": stolen.details,
+                       "counts": [len(stolen.weights), len(stolen.biases), len(stolen.recovered)],
+                       "lengths": [len(b) for b in blobs]}, default=_jsonable).encode()
+    return WEIGHTS + struct.pack("<I", len(head)) + head + b"".join(blobs)
+
+
+def decode_weights(msg: bytes) -> ExtractedWeights:
+    (n,) = struct.unpack_from("<I", msg, 4)
+    head = json.loads(msg[8:8 + n])
+    arrays, at = [], 8 + n
+    for length in head["lengths"]:
+        arrays.append(np.load(io.BytesIO(msg[at:at + length]), allow_pickle=False))
+        at += length
+    nw, nb, _ = head["counts"]
+    return ExtractedWeights(model=None, details=head["details"], sizes=tuple(head["sizes"]), weights=arrays[:nw],
+                            biases=arrays[nw:nw + nb], recovered=arrays[nw + nb:], complete=head["complete"])
+
+
 def decode_stolen(msg: bytes, substitute: VictimSpec, num_classes: int, input_shape: tuple[int, ...],
                   device: str) -> StolenModel:
+    if msg.startswith(WEIGHTS):
+        return decode_weights(msg)
     (n,) = struct.unpack_from("<I", msg, 4)
     head = json.loads(msg[8:8 + n])
     tensors = torch.load(io.BytesIO(msg[8 + n:]), weights_only=True)
@@ -89,7 +120,8 @@ def _attack_main(conn, attack: Attack, query: Split, budget: int, ctx: AttackCon
         channel = client._Channel(conn)
         boxes = [client.remote_black_box(channel, i, budget, num_classes, input_shape) for i in range(accounts)]
         stolen = attack.run(boxes[0], query, budget, dataclasses.replace(ctx, sybils=tuple(boxes[1:])))
-        conn.send_bytes(encode_stolen(stolen, ctx.substitute))
+        conn.send_bytes(encode_weights(stolen) if isinstance(stolen, ExtractedWeights)
+                        else encode_stolen(stolen, ctx.substitute))
     except BaseException as exc:  # reported to the judge, who raises it there
         conn.send_bytes(FAIL + json.dumps({"type": type(exc).__name__, "message": str(exc),
                                            "user_error": isinstance(exc, StealBenchError),
@@ -137,7 +169,7 @@ def serve(service: Service, conn, proc=None) -> bytes:
         except (EOFError, OSError):
             code = proc.exitcode if proc is not None else None
             raise RuntimeError(f"the attack process ended without a result (exit code {code})") from None
-        if msg[:4] in (DONE, FAIL):
+        if msg[:4] in (DONE, WEIGHTS, FAIL):
             return msg
         conn.send_bytes(handle(service, msg, empty_p, empty_l))
 
@@ -154,7 +186,7 @@ def handle(service: Service, msg: bytes, empty_p=None, empty_l=None) -> bytes:
         if op != protocol.OP_QUERY or x is None:
             raise InvalidQuery(f"unknown request (op {op})")
         r = service.query(account, torch.from_numpy(x))
-        return protocol.encode_answer(service.used, r.probs.numpy(), r.latency.numpy())
+        return protocol.encode_answer(service.used, r.probs.numpy(), r.latency.numpy(), service.float64)
     except BudgetExceeded as exc:
         return protocol.encode_error(protocol.BUDGET, str(exc))
     except InvalidQueryType as exc:

@@ -3,11 +3,13 @@
 The server never unpickles what a client sends (a pickle is code): a query is a fixed header and
 the raw bytes of a C-contiguous float array, decoded with ``numpy.frombuffer`` into a fresh array,
 so nothing of the client's objects (tensor subclasses, ``__torch_function__``) crosses. Answers
-are a header and raw float32 probabilities and float64 latencies.
+are a header and raw float32 probabilities (float64 raw outputs for a service that answers in
+float64: the exact-extraction family) and float64 latencies.
 
 request  = b"SBQ1" op:u8 account:u8 dtype:u8 ndim:u8 dims:u32[ndim] payload
 response = b"SBR1" status:u8 used:u64 B:u32 C:u32 probs:f32[B*C] latency:f64[B]   (status 0)
-         | b"SBR1" status:u8 message:utf-8                                         (status > 0)
+         | b"SBR1" status:u8 used:u64 B:u32 C:u32 probs:f64[B*C] latency:f64[B]   (status 5)
+         | b"SBR1" status:u8 message:utf-8                                         (status 1-4)
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from benchmark.errors import AccountRefused, BudgetExceeded, InvalidQuery, Inval
 
 REQUEST, RESPONSE = b"SBQ1", b"SBR1"
 OP_QUERY, OP_COUNTERS = 1, 2
-OK, BUDGET, INVALID, INVALID_TYPE, REFUSED = 0, 1, 2, 3, 4
+OK, BUDGET, INVALID, INVALID_TYPE, REFUSED, OK64 = 0, 1, 2, 3, 4, 5
 DTYPES = {1: np.dtype("<f4"), 2: np.dtype("<f8"), 3: np.dtype("<f2")}
 CODES = {v: k for k, v in DTYPES.items()}
 _HEAD = struct.Struct("<4sBBBB")
@@ -66,9 +68,10 @@ def decode_query(msg: bytes) -> tuple[int, int, np.ndarray | None]:
     return op, account, np.frombuffer(msg, dt, offset=start).reshape(shape).astype(dt.newbyteorder("="))
 
 
-def encode_answer(used: int, probs: np.ndarray, latency: np.ndarray) -> bytes:
-    probs = np.ascontiguousarray(probs, "<f4")
-    return (_OK.pack(RESPONSE, OK, used, probs.shape[0], probs.shape[1]) + probs.tobytes()
+def encode_answer(used: int, probs: np.ndarray, latency: np.ndarray, float64: bool = False) -> bytes:
+    """An answer; ``float64`` sends the outputs in full (status ``OK64``), else as float32."""
+    probs = np.ascontiguousarray(probs, "<f8" if float64 else "<f4")
+    return (_OK.pack(RESPONSE, OK64 if float64 else OK, used, probs.shape[0], probs.shape[1]) + probs.tobytes()
             + np.ascontiguousarray(latency, "<f8").tobytes())
 
 
@@ -81,12 +84,13 @@ def decode_answer(msg: bytes) -> tuple[int, np.ndarray, np.ndarray]:
     magic, status = struct.unpack_from("<4sB", msg)
     if magic != RESPONSE:
         raise ProtocolError("not a StealBench response")
-    if status != OK:
+    if status not in (OK, OK64):
         text = msg[5:].decode(errors="replace")
         raise _ERRORS.get(status, RuntimeError)(text)
     _, _, used, b, c = _OK.unpack_from(msg)
-    probs = np.frombuffer(msg, "<f4", b * c, _OK.size).reshape(b, c).copy()
-    latency = np.frombuffer(msg, "<f8", b, _OK.size + 4 * b * c).copy()
+    width = 8 if status == OK64 else 4
+    probs = np.frombuffer(msg, f"<f{width}", b * c, _OK.size).reshape(b, c).copy()
+    latency = np.frombuffer(msg, "<f8", b, _OK.size + width * b * c).copy()
     return used, probs, latency
 
 

@@ -7,9 +7,15 @@ random point of the attacker's query stream; what the attacker leaves of its bud
 user still asks after the attacker is done. Account ids are opaque (random hex from the seed), so
 a defense tells the parties apart only by what a real service sees: the images and the account.
 The defense's cost is measured on the honest answers only (``Service.cost``).
+
+Both victim families are served this way: multi-exit victims (images, probabilities as float32)
+and the exact-extraction family (flat float64 inputs, raw float64 outputs: ``float64=True``, with
+the family's own ``labels`` rule and honest inputs that are plain vectors, see ``benchmark.exact``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -46,11 +52,16 @@ class Service:
     """Serves ``attacker_accounts`` accounts (one budget between them) and one honest user through
     ``defense.wrap(victim_oracle, seed)``. ``victim_oracle``'s own budget must allow
     ``budget + 2 * len(honest)`` (honest batches a defense refuses are answered undefended once
-    more, for the reference accuracy)."""
+    more, for the reference accuracy). ``honest`` is any split-like object (``len``, ``images(idx)``,
+    ``y``); ``labels`` turns answers into labels (argmax by default); ``float64`` sends answers to
+    the attacker in float64 (raw outputs) instead of float32."""
 
     def __init__(self, victim_oracle: Oracle, defense, seed: int, budget: int, honest: Split | None = None,
-                 attacker_accounts: int = 1, exit_flops: list[int] | None = None) -> None:
+                 attacker_accounts: int = 1, exit_flops: list[int] | None = None,
+                 labels: Callable[[Tensor], Tensor] | None = None, float64: bool = False) -> None:
         self._victim = _Recording(victim_oracle)
+        self._labels = labels if labels is not None else _argmax
+        self.float64 = bool(float64)
         self.deployment = defense.wrap(self._victim, seed=seed)
         rng = np.random.default_rng([seed, 0x5E41CE])
         ids = [f"{v:08x}" for v in rng.choice(2**32, size=attacker_accounts + 1, replace=False)]
@@ -119,7 +130,7 @@ class Service:
         if raw is None or len(raw.probs) != len(x):  # refused before the victim answered
             raw = self._victim.query(x, self.honest_id)
         log["label"].append(y)
-        log["raw"].append(raw.probs.argmax(1))
+        log["raw"].append(self._labels(raw.probs))
         log["raw_lat"].append(raw.latency)
         log["raw_exit"].append(raw.exits if raw.exits is not None else torch.zeros(len(x), dtype=torch.long))
         if out is None:  # refused: the honest user gets no answer
@@ -127,7 +138,7 @@ class Service:
             log["lat"].append(torch.full((len(x),), float("nan"), dtype=torch.float64))
             log["exit"].append(torch.full((len(x),), -1))
         else:
-            log["served"].append(out.probs.argmax(1))
+            log["served"].append(self._labels(out.probs))
             log["lat"].append(out.latency)
             log["exit"].append(out.exits if out.exits is not None else log["raw_exit"][-1])
 
@@ -157,6 +168,18 @@ class Service:
             out["flops_savings_kept"] = _kept(float(f[-1]), float(f[c["raw_exit"][answered]].mean()),
                                               float(f[c["exit"][answered]].mean()))
         return out
+
+
+    def labels_changed(self) -> float | None:
+        """Share of honest inputs whose served label differs from the undefended one (a refused
+        input counts as changed); None without honest traffic."""
+        if not self._log["label"]:
+            return None
+        return float((torch.cat(self._log["served"]) != torch.cat(self._log["raw"])).double().mean())
+
+
+def _argmax(probs: Tensor) -> Tensor:
+    return probs.argmax(1)
 
 
 def _kept(full: float, undefended: float, defended: float) -> float | None:

@@ -1,4 +1,4 @@
-"""Exact extraction (cryptanalytic attack) on relu-mlp victims: end to end through run_exact,
+"""Exact extraction (cryptanalytic attack) on relu-mlp victims: end to end through the run path,
 the counting of every query by the oracle, the attack never holding the victim, the numeric
 steps on their own, and behaviour under an output-rounding defense and tight budgets."""
 
@@ -28,11 +28,12 @@ from benchmark.api.attack import AttackContext
 from benchmark.api.defense import Defense
 from benchmark.config import RunConfig
 from benchmark.errors import ConfigError
-from benchmark.exact import run_exact, score
+from benchmark.exact import score
 from benchmark.exact_scoring import align
 from benchmark.options import build_plugin
 from benchmark.oracle import BlackBox, Oracle, Response
 from benchmark.plugins import ATTACKS, DEFENSES
+from benchmark.runner import run
 from victims.relu_mlp import MLPOracle, ReLUMLPSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +49,7 @@ def exact_config(layers: str, seed: int = 0, **kw: Any) -> RunConfig:
 
 @pytest.mark.parametrize("layers,seed", [("10-5-5-1", 0), ("10-5-5-1", 3), ("20-10-10-1", 1)])
 def test_full_recovery_end_to_end(layers, seed):
-    result = run_exact(exact_config(layers, seed), progress=False)
+    result = run(exact_config(layers, seed), progress=False)
     s = result.scores
     assert s["neurons_recovered"] == 1.0
     assert s["max_weight_error_log2"] <= -30
@@ -65,7 +66,7 @@ def test_full_recovery_end_to_end(layers, seed):
 
 
 def test_random_victim_reports_label_agreement_on_random_inputs():
-    s = run_exact(exact_config("10-5-5-1", 0), progress=False).scores
+    s = run(exact_config("10-5-5-1", 0), progress=False).scores
     assert s["max_output_diff_real"] is None and "random" in s["label_agreement_on"]
 
 
@@ -278,11 +279,10 @@ def test_under_rounding_the_attack_ends_with_a_score_and_a_statement(decimals):
         assert s["max_weight_error_log2"] > -20
 
 
-def test_rounding_defense_plugin_through_run_exact():
+def test_rounding_defense_plugin_through_run():
     if "rounding" not in DEFENSES:
         pytest.skip("rounding defense not registered")
-    result = run_exact(exact_config("10-5-5-1", 0, defense="rounding", defense_options={"decimals": "4"}),
-                       progress=False)
+    result = run(exact_config("10-5-5-1", 0, defense="rounding", defense_options={"decimals": "4"}), progress=False)
     assert result.defense["name"] == "rounding" and "labels_changed" in result.defense["cost"]
     assert result.attack["details"]["not_recovered"]  # a clear statement
     assert 0 <= result.scores["neurons_recovered"] <= 1
@@ -290,7 +290,7 @@ def test_rounding_defense_plugin_through_run_exact():
 
 def test_budget_too_small_is_a_one_line_config_error():
     with pytest.raises(ConfigError) as err:
-        run_exact(exact_config("10-5-5-1", budget=500), progress=False)
+        run(exact_config("10-5-5-1", budget=500), progress=False)
     assert "\n" not in str(err.value) and "budget" in str(err.value)
 
 
@@ -298,7 +298,7 @@ def test_budget_running_out_mid_attack_still_gives_a_scored_result():
     attack = build_plugin(ATTACKS["cryptanalytic"], {"layers": "20-10-10-1"}, "attack")
     budget = 3_000  # enough to start (check_budget), far from enough to finish
     attack.check_budget(budget)
-    result = run_exact(exact_config("20-10-10-1", budget=budget), progress=False)
+    result = run(exact_config("20-10-10-1", budget=budget), progress=False)
     assert result.scores["queries"] <= budget
     statement = " ".join(result.attack["details"]["not_recovered"])
     assert "stopped" in statement and "budget" in statement
@@ -306,7 +306,7 @@ def test_budget_running_out_mid_attack_still_gives_a_scored_result():
 
 
 def test_time_limit_stops_cleanly():
-    result = run_exact(exact_config("20-10-10-1", attack_options={"time_limit": "0.05"}), progress=False)
+    result = run(exact_config("20-10-10-1", attack_options={"time_limit": "0.05"}), progress=False)
     assert any("time limit" in s for s in result.attack["details"]["not_recovered"])
 
 
@@ -319,10 +319,9 @@ def test_bad_attack_options(opts):
 
 def test_attack_layers_must_match_the_victim():
     with pytest.raises(ConfigError):
-        run_exact(exact_config("10-5-5-1", attack_options={"layers": "10-6-5-1"}), progress=False)
+        run(exact_config("10-5-5-1", attack_options={"layers": "10-6-5-1"}), progress=False)
 
 
 def test_multi_exit_attacks_are_refused_on_relu_mlp():
     with pytest.raises(ConfigError):
-        run_exact(RunConfig(attack="ours", victim="relu-mlp", victim_options={"layers": "10-5-5-1"}),
-                  progress=False)
+        run(RunConfig(attack="ours", victim="relu-mlp", victim_options={"layers": "10-5-5-1"}), progress=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmark.config import RunConfig
-from benchmark.exact import run_exact
+from benchmark.runner import run
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 def test_full_recovery(layers, weights_seed, seed):
     cfg = RunConfig(attack="cryptanalytic", victim="relu-mlp", seed=seed,
                     victim_options={"layers": layers, "seed": weights_seed})
-    s = run_exact(cfg, progress=False).scores
+    s = run(cfg, progress=False).scores
     assert s["neurons_recovered"] == 1.0
     assert s["max_weight_error_log2"] <= -30
     assert s["output_agreement"] == 1.0
@@ -28,7 +28,7 @@ def test_full_recovery(layers, weights_seed, seed):
 def test_trained_victim_is_extracted():
     cfg = RunConfig(attack="cryptanalytic", victim="relu-mlp", dataset="synthetic",
                     victim_options={"layers": "48-16-16-1", "init": "trained", "epochs": 3})
-    result = run_exact(cfg, progress=False)
+    result = run(cfg, progress=False)
     s = result.scores
     assert "synthetic" in s["label_agreement_on"]
     assert s["label_agreement"] >= 0.99
@@ -40,7 +40,7 @@ def test_mnist_trained_784_4_4_1_is_extracted_exactly():
     (about 20-50 s on one core)."""
     cfg = RunConfig(attack="cryptanalytic", victim="relu-mlp", dataset="mnist", seed=0,
                     victim_options={"layers": "784-4-4-1", "init": "trained", "seed": 0, "epochs": 20})
-    result = run_exact(cfg, progress=False)
+    result = run(cfg, progress=False)
     s = result.scores
     assert result.victim["test_accuracy"] >= 0.85
     assert "mnist test set (1000 inputs)" in s["label_agreement_on"]

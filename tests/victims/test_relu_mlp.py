@@ -87,3 +87,20 @@ def test_trained_victim_on_the_embedded_task():
                                                     again.net.parameters_numpy()[0]))
     with pytest.raises(ConfigError):
         ReLUMLPSpec(layers="48-8-3", init="trained", epochs=1).build(0, "synthetic")  # 3 outputs, 10 classes
+
+
+def test_trained_victims_live_in_the_victim_zoo(capsys):
+    """One zoo for both families: the same cache folder and cache step (``zoo.load_or_fit``), so a
+    cached relu-mlp with non-finite weights is trained again, as a multi-exit victim would be."""
+    from benchmark.paths import cache_dir
+
+    spec = ReLUMLPSpec(layers="48-6-1", init="trained", epochs=1, seed=1)
+    first = spec.build(0, "synthetic")
+    (path,) = (cache_dir() / "victims").glob("relu-mlp-synthetic-s1-*.pt")
+    assert path.with_suffix(".json").exists() and not first.cached
+    state = torch.load(path, weights_only=True)
+    state["linears.0.weight"][0, 0] = float("nan")
+    torch.save(state, path)
+    again = spec.build(0, "synthetic")
+    assert not again.cached and "non-finite" in capsys.readouterr().err
+    assert all(np.array_equal(a, b) for a, b in zip(first.net.parameters_numpy()[0], again.net.parameters_numpy()[0]))
