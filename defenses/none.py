@@ -1,6 +1,7 @@
 """none: the undefended reference."""
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from benchmark.api.defense import Defense
 from benchmark.plugins import DEFENSES
@@ -10,3 +11,5 @@ from benchmark.plugins import DEFENSES
 @dataclass(frozen=True)
 class NoDefense(Defense):
     """Answers exactly as the victim does."""
+
+    zero_options: ClassVar[dict] = {}  # it is its own zero setting

@@ -78,5 +78,5 @@ def test_contract_tests_cover_the_plugin(plugin_env):
     p = sh("-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/defenses/test_defense_contract.py", "-k", "quantized",
            env=plugin_env)
     assert p.returncode == 0, p.stdout[-3000:]
-    # every per-defense contract test ran on it: 7 pass, the zero-setting check is skipped (it has none)
-    assert "7 passed, 1 skipped" in p.stdout and "quantized-latency has no zero setting" in p.stdout, p.stdout[-2000:]
+    # every per-defense contract test ran on it: 8 pass, the zero-setting check is skipped (it has none)
+    assert "8 passed, 1 skipped" in p.stdout and "quantized-latency has no zero setting" in p.stdout, p.stdout[-2000:]

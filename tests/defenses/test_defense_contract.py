@@ -4,8 +4,9 @@ through the ``stealbench.defenses`` entry point), so a new plugin is tested with
 A defense must: return an Oracle with the same interface; respect the budget (spend exactly one
 query of it per sample asked, refuse past it); be deterministic under a seed; report its cost; and
 not leak the victim to the attacker (the attacker's handle reaches no model, oracle or autograd
-graph through ordinary attribute access); and at its zero setting (``zero_options``, where it has
-one) answer exactly as ``none``.
+graph through ordinary attribute access); at its zero setting (``zero_options``, where it has
+one) answer exactly as ``none``; and never make an attack weaker when it buys more queries, by more
+than noise (``test_more_budget_never_makes_the_attack_weaker``, below).
 
 A defense that needs the owner's resources (``oracle.owner``: the model, the owner's data) says so
 with the class attribute ``needs_owner = True``; the contract tests then serve it an oracle with
@@ -14,15 +15,21 @@ without them it refuses with a ``ConfigError``.
 """
 
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
-from helpers import tiny_oracle
+import torch.nn.functional as F
+from helpers import PROFILE, briefly_trained_oracle, tiny_oracle
+from scipy import stats
 
 from benchmark.api.defense import Defense
-from benchmark.errors import BudgetExceeded, ConfigError
-from benchmark.oracle import BlackBox, Oracle, Response
+from benchmark.datasets.synthetic import make_task_split
+from benchmark.errors import AccountRefused, BudgetExceeded, ConfigError
+from benchmark.oracle import BlackBox, Oracle, OwnerResources, Response, VictimOracle
 from benchmark.plugins import DEFENSES
+from benchmark.timing import SimulatedTiming
 
 NAMES = DEFENSES.names()
 X = torch.rand(48, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -168,3 +175,132 @@ def test_zero_setting_equals_none(name):
         raw, out = plain.query(X[i:i + 16]), wrapped.query(X[i:i + 16])
         assert torch.equal(out.probs, raw.probs) and torch.equal(out.latency, raw.latency)
     assert wrapped.cost()["added_latency_mean_s"] == 0.0
+
+
+def test_every_in_tree_defense_with_a_zero_setting_declares_it():
+    """The zero settings the in-tree defenses have (docs/defenses.md); the test above checks each."""
+    declared = {n for n in NAMES if getattr(DEFENSES[n], "zero_options", None) is not None}
+    assert {"none", "jitter", "reverse_sigmoid", "mad", "adaptive_misinformation", "prada", "timeguard"} <= declared
+
+
+@pytest.mark.parametrize("name,options", [("jitter", {"keyed": True}), ("jitter", {"dist": "exponential"}),
+                                          ("mad", {"top1": True})])
+def test_zero_setting_equals_none_in_every_mode(name, options):
+    """The zero setting also zeroes the defense's other modes (keyed and exponential jitter, MAD-argmax)."""
+    plain = oracle(name, seed=2)
+    wrapped = DEFENSES[name](**options, **DEFENSES[name].zero_options).wrap(oracle(name, seed=2), seed=2)
+    raw, out = plain.query(X), wrapped.query(X)
+    assert torch.equal(out.probs, raw.probs) and torch.equal(out.latency, raw.latency)
+
+
+# ---- more budget never makes an attack weaker by more than noise ---------------------------------
+#
+# A cheap knockoff at the oracle level: an attacker with task-like images (fresh ``synthetic`` task
+# images, seeded per attack seed) asks the defended service, in batches of 100, and trains a softmax
+# regression on 4x4-pooled pixels to the answers' top-1 labels (300 full-batch Adam steps). Budget
+# B = 200 and 4B = 800 are paired: the same deployment and seed, the B attacker's queries being the
+# first B of the 4B attacker's (a service cannot tell the two apart until query B). Score: agreement
+# with the undefended victim's labels on 500 fresh task images. Gain d_s = agreement(4B) -
+# agreement(B) on seeds 0, 1, 2. The defense fails if the gain is significantly below -TOLERANCE:
+# the one-sided 95% paired t upper bound of mean(d) is below -TOLERANCE. TOLERANCE = 0.03 allows for
+# an attack every answer of which is poisoned at any budget (plain MAD and adaptive misinformation
+# on this weak victim: the substitute learns the poison a little better with more queries, gains of
+# -0.01 to -0.02). Undefended, the gain is +0.06 (each seed positive); a defense that answers
+# wrongly past query 300 of an account gives -0.2 (``test_budget_check_catches_*``).
+
+BUDGET, SEEDS, TOLERANCE, BATCH = 200, (0, 1, 2), 0.03, 100
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """The tiny victim trained for a few seconds, its owner resources, and its labels on 500 fresh
+    task images (the evaluation set)."""
+    served = briefly_trained_oracle()
+    x = make_task_split(500, torch.Generator().manual_seed(77)).images()
+    return served.owner.model, served.owner.task, x, served.query(x).probs.argmax(1)
+
+
+def _features(x: torch.Tensor) -> torch.Tensor:
+    return F.adaptive_avg_pool2d(x, 4).flatten(1)
+
+
+def substitute_agreement(x: torch.Tensor, labels: torch.Tensor, trained, seed: int) -> float:
+    """Agreement with the victim (evaluation set) of a softmax regression trained on (x, labels)."""
+    _, _, ev, ev_labels = trained
+    f = _features(x)
+    mu, sd = (f.mean(0), f.std(0) + 1e-3) if len(x) > 1 else (0.0, 1.0)
+    w = torch.zeros(f.shape[1], 10, requires_grad=True)
+    b = torch.zeros(10, requires_grad=True)
+    if len(x):
+        opt = torch.optim.Adam([w, b], lr=0.05)
+        z = (f - mu) / sd
+        for _ in range(300):
+            loss = F.cross_entropy(z @ w + b, labels) + 1e-3 * (w ** 2).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        return float(((((_features(ev) - mu) / sd) @ w + b).argmax(1) == ev_labels).double().mean())
+
+
+def budget_gains(defense: Defense, trained, budget: int = BUDGET, seeds=SEEDS) -> np.ndarray:
+    """Per seed, agreement at 4 x ``budget`` minus agreement at ``budget`` (see above). A refused
+    account ends the attack's queries; it trains on the answers it has."""
+    model, task, _, _ = trained
+    gains = []
+    for s in seeds:
+        owner = OwnerResources(model, task, "cpu", "test-sdn-tiny-trained")
+        served = defense.wrap(VictimOracle(model, SimulatedTiming(PROFILE, s), 4 * budget, owner=owner), seed=s)
+        x = make_task_split(4 * budget, torch.Generator().manual_seed(1000 + s)).images()
+        labels = []
+        try:
+            for i in range(0, len(x), BATCH):
+                labels.append(served.query(x[i:i + BATCH], account="thief").probs.argmax(1))
+        except AccountRefused:
+            pass
+        y = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
+        small = substitute_agreement(x[:len(y[:budget])], y[:budget], trained, s)
+        gains.append(substitute_agreement(x[:len(y)], y, trained, s) - small)
+    return np.array(gains)
+
+
+def upper_bound(gains: np.ndarray) -> float:
+    """One-sided 95% paired t upper bound of the mean gain."""
+    return float(gains.mean() + stats.t.ppf(0.95, len(gains) - 1) * gains.std(ddof=1) / math.sqrt(len(gains)))
+
+
+def test_more_budget_never_makes_the_attack_weaker(name, trained):
+    gains = budget_gains(make(name), trained)
+    assert upper_bound(gains) >= -TOLERANCE, (
+        f"{name}: 4x the budget made the attack weaker, agreement gains {np.round(gains, 3).tolist()} "
+        f"(upper bound {upper_bound(gains):+.3f} < -{TOLERANCE})")
+
+
+@dataclass(frozen=True)
+class WrongPastAThreshold(Defense):
+    """A broken defense: past ``after`` queries of an account, every answer's probabilities are
+    rotated by one class (a confident wrong label)."""
+
+    acts_on = "output"
+    after: int = 300
+
+    def make_state(self, oracle, seed):
+        return {}
+
+    def apply(self, state, x, response, account=""):
+        seen = state.get(account, 0)
+        state[account] = seen + len(x)
+        wrong = torch.arange(seen, seen + len(x)) >= self.after
+        probs = response.probs.clone()
+        probs[wrong] = probs[wrong].roll(1, 1)
+        return Response(probs, response.latency)
+
+
+def test_budget_check_catches_a_defense_that_answers_wrongly_past_a_threshold(trained):
+    gains = budget_gains(WrongPastAThreshold(after=int(1.5 * BUDGET)), trained)
+    assert upper_bound(gains) < -TOLERANCE
+
+
+def test_budget_check_has_power_undefended(trained):
+    gains = budget_gains(DEFENSES["none"](), trained)
+    assert (gains > 0).all() and gains.mean() - (upper_bound(gains) - gains.mean()) > 0  # more budget helps
