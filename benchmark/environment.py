@@ -36,7 +36,7 @@ ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", 
 
 
 def cpu() -> dict[str, Any]:
-    model, flags = None, set()
+    model, vendor, flags = None, None, set()
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
@@ -44,14 +44,30 @@ def cpu() -> dict[str, Any]:
                 name = name.strip()
                 if name == "model name" and model is None:
                     model = value.strip()
+                elif name == "vendor_id" and vendor is None:
+                    vendor = value.strip()
                 elif name == "flags" and not flags:
                     flags = set(value.split())
-                if model is not None and flags:
+                if model is not None and vendor is not None and flags:
                     break
     except OSError:
         pass
-    return {"model": model or platform.processor() or None, "machine": platform.machine(),
+    return {"model": model or platform.processor() or None, "vendor": vendor, "machine": platform.machine(),
             "isa": [f for f in ISA_FLAGS if f in flags]}
+
+
+def cpu_vendor(numeric: dict[str, Any]) -> str | None:
+    """The CPU vendor a numeric environment was recorded on (``GenuineIntel``, ``AuthenticAMD``;
+    read from the model name where an older record has no ``vendor``), or None if unknown."""
+    info = numeric.get("cpu") or {}
+    if info.get("vendor"):
+        return str(info["vendor"])
+    model = str(info.get("model") or "")
+    if re.search(r"\bAMD\b", model):
+        return "AuthenticAMD"
+    if re.search(r"\bIntel\b", model):
+        return "GenuineIntel"
+    return None
 
 
 def _version(module: str) -> str | None:

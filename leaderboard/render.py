@@ -251,7 +251,7 @@ def _multi_exit_section(section: str, rows: list[Row]) -> str:
 RANK_NOTE = ("`clo` over several seeds is the mean with its 95% t interval over the seeds, `[low, high]`. "
              "Rows share a rank, shown as `n=`, when their best `clo` differs from the first row of their group by "
              "less than {tol:g} (the tolerance `verify` allows for `clo` where a run's numeric environment is not "
-             "reproduced) or, where both have several seeds, when their intervals overlap. "
+             "reproduced, as on another CPU vendor) or, where both have several seeds, when their intervals overlap. "
              "`(unverified)`: an entry of the row cannot be re-run bit-identical by `verify` "
              "everywhere (recorded without the leaderboard's numeric environment, or on a GPU); such rows are "
              "ranked after every verified row.")

@@ -40,20 +40,23 @@ TOLERANCES: dict[str, tuple[str, float]] = {
     # structure and counts
     "victim.num_exits": ("exact", 0.0), "victim.exit_flops": ("exact", 0.0),
     "defense.acts_on": ("exact", 0.0),
-    # multi-exit family: about 1.5x the largest difference measured between kernels (docs/leaderboard.md)
-    "scores.acc": ("abs", 0.2), "scores.victim_acc": ("abs", 0.01), "scores.clo": ("abs", 0.03),
-    "scores.fidelity": ("abs", 0.2), "scores.clo_and_fidelity": ("abs", 0.03),
+    # multi-exit family: about 1.5x the largest difference measured between kernels and between CPU
+    # vendors under the same pinned kernels (docs/leaderboard.md)
+    "scores.acc": ("abs", 0.2), "scores.victim_acc": ("abs", 0.01), "scores.clo": ("abs", 0.07),
+    "scores.clo_lift": ("abs", 0.07), "scores.clo_balanced": ("abs", 0.05), "scores.clo_query": ("abs", 0.03),
+    "scores.clo_query_lift": ("abs", 0.03), "scores.clo_query_balanced": ("abs", 0.05),
+    "scores.fidelity": ("abs", 0.2), "scores.clo_and_fidelity": ("abs", 0.04),
     "scores.exit_accuracy": ("abs", 0.01), "scores.exit_accuracy_baseline": ("abs", 0.01),
-    "scores.victim_exit_hist": ("abs", 0.03), "scores.stolen_exit_hist": ("abs", 0.15),
+    "scores.victim_exit_hist": ("abs", 0.05), "scores.stolen_exit_hist": ("abs", 0.15),
     "victim.thresholds": ("abs", 0.03), "defense.cost.accuracy_lost": ("abs", 0.01),
     "defense.cost.defended_acc": ("abs", 0.01),
-    "scores.cc_flops": ("rel", 0.04), "scores.victim_cc_flops": ("rel", 0.025), "scores.cc_ratio": ("rel", 0.05),
+    "scores.cc_flops": ("rel", 0.09), "scores.victim_cc_flops": ("rel", 0.025), "scores.cc_ratio": ("rel", 0.1),
     "scores.queries": ("exact", 0.0),
     "scores.energy_j_per_sample.victim": ("rel", 0.5), "scores.energy_j_per_sample.stolen": ("rel", 0.5),
     # both families: the defense's cost
-    "defense.cost.added_latency_mean_s": ("rel", 0.02), "defense.cost.labels_changed": ("abs", 0.0),
+    "defense.cost.added_latency_mean_s": ("abs", 2e-5), "defense.cost.labels_changed": ("abs", 0.0),
     # measured on the honest traffic of the service (benchmark.service)
-    "defense.cost.added_latency_p50_s": ("rel", 0.02), "defense.cost.added_latency_p99_s": ("rel", 0.02),
+    "defense.cost.added_latency_p50_s": ("abs", 2e-5), "defense.cost.added_latency_p99_s": ("abs", 3e-4),
     "defense.cost.undefended_acc": ("abs", 0.01), "defense.cost.latency_savings_kept": ("abs", 0.02),
     "defense.cost.flops_savings_kept": ("abs", 0.01), "defense.cost.honest_queries": ("exact", 0.0),
     "defense.cost.honest_refused": ("abs", 0.0), "defense.cost.honest_share": ("abs", 1e-9),
@@ -240,6 +243,18 @@ def check_one(path: Path) -> Outcome | dict:
     return entry.data
 
 
+def vendor_reason(recorded: dict, here: dict) -> str:
+    """Why a re-run under the same pinned kernels may differ: the entry was made on another CPU
+    vendor, where torch's MKL / oneDNN code computes a training run differently (measured:
+    docs/leaderboard.md); "" when the vendors are the same or either is unknown."""
+    from benchmark.environment import cpu_vendor
+
+    a, b = cpu_vendor(recorded), cpu_vendor(here)
+    if a is None or b is None or a == b:
+        return ""
+    return f"made on a CPU by {a}, re-run on one by {b}: torch's pinned kernels are not bit-identical across vendors"
+
+
 def verify_one(path: Path, exact: bool = False, checked: Outcome | dict | None = None) -> Outcome:
     """Check, re-run and compare one entry (``checked``: ``check_one(path)`` if already done)."""
     from benchmark.environment import differences
@@ -264,6 +279,11 @@ def verify_one(path: Path, exact: bool = False, checked: Outcome | dict | None =
             reason = "numeric environment not reproduced here: " + "; ".join(diffs[:2]) + more
     reproduced = not reason
     problems, largest = compare(entry.data, fresh, exact=exact or reproduced)
+    if problems and reproduced and not exact:
+        reason = vendor_reason(entry.data["environment"]["numeric"], (fresh.get("environment") or {}).get("numeric")
+                               or {})
+        if reason:
+            problems, largest = compare(entry.data, fresh, exact=False)
     seconds = time.perf_counter() - start
     if problems:
         return Outcome(path, "fail", problems, seconds, largest, reason)

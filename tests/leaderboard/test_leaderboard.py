@@ -322,16 +322,29 @@ def test_verify_compare_tolerances(tiny):
 
     _, data = tiny
     other = copy.deepcopy(data)  # per-metric tolerances: where the numeric environment is not reproduced
-    other["scores"]["clo"] += 0.025
-    other["scores"]["cc_ratio"] *= 1.02
+    other["scores"]["clo"] += 0.06
+    other["scores"]["cc_ratio"] *= 1.08
     other["scores"]["attack_seconds"] *= 10  # wall clock: never compared
     assert compare(data, other)[0] == []
     assert len(compare(data, other, exact=True)[0]) == 2
     other["scores"]["queries"] -= 1
-    other["scores"]["clo"] += 0.01
+    other["scores"]["clo"] += 0.02
     problems = compare(data, other)[0]
     assert any(p.startswith("scores.queries") and "must be equal" in p for p in problems)
-    assert any(p.startswith("scores.clo") and "tolerance 0.03 absolute" in p for p in problems)
+    assert any(p.startswith("scores.clo") and "tolerance 0.07 absolute" in p for p in problems)
+
+
+def test_verify_checks_a_re_run_on_another_cpu_vendor_within_tolerance():
+    from benchmark.environment import cpu_vendor
+    from leaderboard.verify import vendor_reason
+
+    amd = {"cpu": {"model": "AMD EPYC"}}  # an entry recorded before the vendor was
+    intel = {"cpu": {"model": "Intel(R) Xeon(R) Processor", "vendor": "GenuineIntel"}}
+    assert cpu_vendor(amd) == "AuthenticAMD" and cpu_vendor(intel) == "GenuineIntel"
+    assert cpu_vendor({"cpu": {"model": "QEMU Virtual CPU"}}) is None
+    reason = vendor_reason(amd, intel)
+    assert "AuthenticAMD" in reason and "GenuineIntel" in reason
+    assert vendor_reason(intel, intel) == "" and vendor_reason(amd, {"cpu": {}}) == ""  # unknown: no excuse
 
 
 def test_verify_rejects_an_invalid_entry_without_rerunning(entries, capsys):
